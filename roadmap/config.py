@@ -1,0 +1,225 @@
+"""Structured configs (registered in Hydra's ConfigStore) and their validation.
+
+Every config value is checked by :func:`validate` before anything is built or run. A bad value
+raises :class:`ConfigError` whose message is one line naming the key, the value and what is
+allowed; entry points print that line and exit with status 2.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid. The message is one line meant for the user."""
+
+
+def choice(default: str, *allowed: str) -> Any:
+    """A string field restricted to `allowed` (checked by `validate`)."""
+    return field(default=default, metadata={"choices": (default, *allowed)})
+
+
+def ranged(default: Any, lo: Optional[float] = None, hi: Optional[float] = None,
+           lo_open: bool = False) -> Any:
+    """A number field restricted to [lo, hi] (or (lo, hi] with lo_open)."""
+    return field(default=default, metadata={"range": (lo, hi, lo_open)})
+
+
+# --------------------------------------------------------------------------------------------
+# Model: one field per roadmap change. Comments name the paper's step that flips each field.
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    # macro design
+    depths: List[int] = field(default_factory=lambda: [3, 4, 6, 3])  # stage_ratio: 3-3-9-3
+    width: int = ranged(64, 1)                   # narrow width of stage 1 (increase_width: 96)
+    width_mult: float = ranged(1.0, 0, 16, lo_open=True)  # proxy runs only (scale, not roadmap)
+    stem: str = choice("resnet", "patchify", "cmt")  # patchify_stem
+    # ResNeXt
+    conv_groups: str = choice("dense", "depthwise")  # depthwise_conv
+    # inverted bottleneck
+    block: str = choice("bottleneck", "inverted", "cmt")  # inverted_bottleneck
+    expansion: int = ranged(4, 1)                # wide = expansion * narrow
+    # large kernel
+    dw_position: str = choice("middle", "first")  # move_up_dwconv
+    kernel_size: int = 3                         # kernel_5/7/9/11 (odd, 1..31)
+    # micro design
+    act: str = choice("relu", "gelu")            # gelu
+    activations: str = choice("all", "one")      # fewer_activations
+    norms: str = choice("all", "one")            # fewer_norms
+    norm_type: str = choice("bn", "ln")          # layer_norm
+    downsample: str = choice("in_block", "separate")  # separate_downsampling
+    # regularisation, init, head
+    layer_scale: float = ranged(0.0, 0)          # init of the per-channel branch gain; 0 = off
+    drop_path_rate: float = ranged(0.0, 0, 1)    # stochastic depth, linear over blocks
+    head_init_scale: float = ranged(1.0, 0, lo_open=True)
+    init: str = choice("auto", "resnet", "convnext")  # auto: resnet for BN models, else convnext
+    num_classes: int = ranged(1000, 1)
+    in_chans: int = ranged(3, 1)
+
+
+
+# --------------------------------------------------------------------------------------------
+# Training recipe, data, scale, logger: consumed by roadmap.train (issue 3).
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RecipeConfig:
+    name: str = "classic"
+    opt: str = choice("sgd", "adamw")
+    lr: float = ranged(0.1, 0, lo_open=True)    # base lr for `lr_base_batch` images
+    lr_base_batch: int = ranged(256, 1)         # lr scales linearly with the global batch
+    momentum: float = ranged(0.9, 0, 1)
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = ranged(1e-4, 0)
+    no_wd_norm_bias: bool = False               # no decay on norms, biases, layer-scale gammas
+    epochs: int = ranged(90, 1)
+    sched: str = choice("step", "cosine")
+    decay_milestones: List[int] = field(default_factory=lambda: [30, 60, 80])
+    decay_rate: float = ranged(0.1, 0, 1)
+    warmup_epochs: float = ranged(0, 0)
+    warmup_lr: float = ranged(1e-6, 0)
+    min_lr: float = ranged(1e-6, 0)
+    # augmentation (timm create_transform)
+    auto_augment: Optional[str] = None          # e.g. rand-m9-mstd0.5-inc1
+    mixup: float = ranged(0.0, 0)
+    cutmix: float = ranged(0.0, 0)
+    mixup_prob: float = ranged(1.0, 0, 1)
+    mixup_switch_prob: float = ranged(0.5, 0, 1)
+    reprob: float = ranged(0.0, 0, 1)           # random erasing
+    smoothing: float = ranged(0.0, 0, 1)        # label smoothing
+    train_interpolation: str = choice("bilinear", "bicubic", "random")
+    crop_pct: float = ranged(0.875, 0, 1, lo_open=True)
+    drop_path_rate: float = ranged(0.0, 0, 1)   # stochastic depth, feeds model.drop_path_rate
+    ema: bool = False
+    ema_decay: float = ranged(0.9999, 0, 1)
+    grad_clip: Optional[float] = None
+
+
+@dataclass
+class DataConfig:
+    name: str = choice("imagenette", "imagenet", "imagefolder", "cifar10", "cifar100", "synthetic")
+    root: Optional[str] = None                  # default: $ROADMAP_DATA/<name> or ../shared/data/<name>
+    num_classes: int = ranged(10, 1)            # read from the folder for imagefolder data
+    train_split: str = "train"
+    val_split: str = "val"
+    cache: bool = True                          # prepared uint8 tensor cache (fast path, issue 5)
+    cache_dir: Optional[str] = None             # default: <root>/../.roadmap-cache or ~/.cache
+    max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
+    max_val_samples: Optional[int] = None
+    synthetic_size: int = ranged(512, 1)
+
+
+@dataclass
+class ScaleConfig:
+    name: str = "smoke"
+    img_size: int = ranged(64, 16)              # training resolution
+    eval_img_size: Optional[int] = None         # default: img_size
+    width_mult: float = ranged(1.0, 0, 16, lo_open=True)
+    epochs: Optional[int] = None                # default: the recipe's epochs
+    batch_size: int = ranged(64, 1)             # per process, per step
+    global_batch: Optional[int] = None          # reached through gradient accumulation
+    max_steps_per_epoch: Optional[int] = None
+    workers: int = ranged(2, 0)
+    device: str = "auto"                        # auto | cpu | cuda
+    amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU
+    channels_last: str = choice("auto", "on", "off")
+    compile: bool = False
+    eval_every: int = ranged(1, 1)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = choice("wandb", "none")
+    mode: str = choice("offline", "online", "disabled")
+    project: str = "roadmap"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    dir: Optional[str] = None
+
+
+@dataclass
+class RegimeConfig:
+    name: str = "resnet50"
+    resnet_depths: List[int] = field(default_factory=lambda: [3, 4, 6, 3])
+    resnet_width: int = 64
+    convnext_depths: List[int] = field(default_factory=lambda: [3, 3, 9, 3])
+    stage_ratio_width: int = 64
+    wide_width: int = 96
+    drop_path_rate: float = 0.1
+
+
+@dataclass
+class Config:
+    step: str = MISSING
+    regime: RegimeConfig = field(default_factory=RegimeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    seed: int = 0
+    out_dir: str = "outputs"
+    sweep_id: Optional[str] = None
+    fail_step: Optional[str] = None             # testing hook: raise in this step (sweep tests)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="schema", node=Config)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+def _check_fields(node: Any, schema: type, prefix: str) -> None:
+    for f in dataclasses.fields(schema):
+        key, value = f"{prefix}.{f.name}", getattr(node, f.name)
+        if "choices" in f.metadata and value not in f.metadata["choices"]:
+            raise ConfigError(f"{key}={value!r} is invalid; allowed: {', '.join(f.metadata['choices'])}")
+        if "range" in f.metadata and value is not None:
+            lo, hi, lo_open = f.metadata["range"]
+            if (lo is not None and (value < lo or (lo_open and value == lo))) or (hi is not None and value > hi):
+                lo_s = "-inf" if lo is None else lo
+                hi_s = "inf" if hi is None else hi
+                raise ConfigError(f"{key}={value!r} is out of range; allowed: {'(' if lo_open else '['}{lo_s}, {hi_s}]")
+
+
+def _check_ints(key: str, value: Any, n: Optional[int] = None, lo: int = 1) -> None:
+    value = list(value)
+    if (n is not None and len(value) != n) or any(not isinstance(v, int) or v < lo for v in value):
+        what = f"{n} integers >= {lo}" if n is not None else f"integers >= {lo}"
+        raise ConfigError(f"{key}={value} is invalid; allowed: {what}, e.g. [3, 3, 9, 3]")
+
+
+def validate_model(m: Any, prefix: str = "model") -> None:
+    _check_fields(m, ModelConfig, prefix)
+    _check_ints(f"{prefix}.depths", m.depths, n=4)
+    k = m.kernel_size
+    if not isinstance(k, int) or k < 1 or k > 31 or k % 2 == 0:
+        raise ConfigError(f"{prefix}.kernel_size={k!r} is invalid; allowed: odd integers 1..31 (the paper uses 3, 5, 7, 9, 11)")
+
+
+
+def validate(cfg: DictConfig | Config) -> None:
+    """Check every value of a full config; raise ConfigError with one line on the first bad one."""
+    validate_model(cfg.model)
+    for name, schema in (("recipe", RecipeConfig), ("data", DataConfig), ("scale", ScaleConfig),
+                         ("logger", LoggerConfig)):
+        _check_fields(cfg[name] if isinstance(cfg, DictConfig) else getattr(cfg, name), schema, name)
+    from .steps import step_names  # noqa: WPS433 (avoid a cycle at import time)
+    if cfg.step not in step_names():
+        raise ConfigError(f"step={cfg.step!r} is unknown; allowed: {', '.join(step_names())}")
+    if cfg.scale.global_batch is not None and cfg.scale.global_batch % cfg.scale.batch_size:
+        raise ConfigError(f"scale.global_batch={cfg.scale.global_batch} is not a multiple of scale.batch_size={cfg.scale.batch_size}")
+
+
+def to_container(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]

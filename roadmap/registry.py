@@ -1,0 +1,61 @@
+"""Every step preset in timm's model registry: `roadmap_<step>` and `roadmap200_<step>`.
+
+    import roadmap, timm
+    model = timm.create_model("roadmap_inverted_bottleneck", num_classes=10)
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from timm.models import register_model
+
+from .config import ConfigError, ModelConfig
+from .steps import step_names
+
+PREFIXES = {"roadmap": "resnet50", "roadmap200": "resnet200"}
+_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
+# timm.create_model arguments that carry no architecture (or only their default value).
+_IGNORED = {"pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"}
+
+
+def _entrypoint(name: str, step: str, regime: str) -> Callable[..., Any]:
+    def create(pretrained: bool = False, **kwargs: Any):
+        from .model import build_model
+
+        if pretrained:
+            raise ValueError(f"{name}: no pretrained weights are published; "
+                             "use roadmap.convert.from_timm on timm's resnet50/convnext_tiny")
+        overrides = {}
+        for k, v in kwargs.items():
+            if k in _IGNORED or v is None or (k == "drop_rate" and v == 0):
+                continue
+            if k not in _FIELDS:
+                raise ConfigError(f"{name}: unknown argument {k!r}; allowed: {', '.join(sorted(_FIELDS))}")
+            overrides[k] = v
+        model = build_model(step, regime=regime, **overrides)
+        model.pretrained_cfg = model.default_cfg = {
+            "architecture": name, "num_classes": model.num_classes, "input_size": (3, 224, 224),
+            "pool_size": (7, 7), "crop_pct": 0.875, "interpolation": "bicubic",
+            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
+            "first_conv": "stem.conv", "classifier": "head.fc"}
+        return model
+
+    create.__name__ = name
+    create.__qualname__ = name
+    create.__module__ = __name__
+    create.__doc__ = f"roadmap step `{step}` in the {regime} regime."
+    return create
+
+
+def register_all() -> None:
+    for prefix, regime in PREFIXES.items():
+        for step in step_names():
+            name = f"{prefix}_{step}"
+            if name not in globals():
+                fn = _entrypoint(name, step, regime)
+                globals()[name] = fn
+                register_model(fn)
+
+
+register_all()
