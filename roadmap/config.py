@@ -111,8 +111,6 @@ class DataConfig:
     val_split: str = "val"
     cache: bool = True                          # prepared uint8 tensor cache (fast path, issue 5)
     cache_dir: Optional[str] = None             # default: <root>/../.roadmap-cache or ~/.cache
-    max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
-    max_val_samples: Optional[int] = None
     synthetic_size: int = ranged(512, 1)
 
 
@@ -126,6 +124,8 @@ class ScaleConfig:
     batch_size: int = ranged(64, 1)             # per process, per step
     global_batch: Optional[int] = None          # reached through gradient accumulation
     max_steps_per_epoch: Optional[int] = None
+    max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
+    max_val_samples: Optional[int] = None
     workers: int = ranged(2, 0)
     device: str = "auto"                        # auto | cpu | cuda
     amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU
@@ -167,8 +167,11 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     out_dir: str = "outputs"
-    sweep_id: Optional[str] = None
-    fail_step: Optional[str] = None             # testing hook: raise in this step (sweep tests)
+    ablation: str = "none"                      # leave-one-out variant (conf/ablation/)
+    experiment_name: str = "adhoc"              # set by conf/experiment/*.yaml
+    sweep_id: Optional[str] = None              # groups a sweep's runs (folder, W&B group)
+    results_dir: str = "results"                # where sweep reports go (results/<name>/)
+    init_from: Optional[str] = None             # start from these weights (a last.pt or a state dict)
 
 
 def register_configs() -> None:

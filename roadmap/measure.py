@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+import warnings
 from typing import Callable, Dict, List, Optional
 
 import torch
@@ -30,6 +31,8 @@ def count_gflops(model: nn.Module, img_size: int = 224, in_chans: int = 3) -> fl
         x = torch.zeros(1, in_chans, img_size, img_size, device=param.device, dtype=param.dtype)
         flops = FlopCountAnalysis(model, x)
         flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return flops.total() / 1e9
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracing warnings (torch.jit deprecations) are not ours
+            return flops.total() / 1e9
     finally:
         model.train(was_training)

@@ -185,6 +185,8 @@ class Head(nn.Module):
 
 def _as_model_config(cfg: Any, overrides: Mapping[str, Any]) -> DictConfig:
     base = OmegaConf.structured(ModelConfig)
+    if isinstance(cfg, DictConfig):  # a node of a full config: resolve against its root first
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     if cfg is not None:
         base = OmegaConf.merge(base, cfg)
     if overrides:

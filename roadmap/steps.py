@@ -37,11 +37,30 @@ def step_names() -> List[str]:
     return ordered + [s for s in option_names("step") if s not in ordered]
 
 
+# Roadmaps in reference.yaml: (section, offset of its step indices). The ConvNeXt roadmap is
+# 0..16; other roadmaps (e.g. the ConvNeXt -> CMT hybrid roadmap) list theirs under
+# `<section>.steps` with the same keys (name, group, label, optional branch).
+ROADMAPS = (("convnext", 0), ("cmt", 100))
+
+
 def step_info(step: str) -> Dict[str, Any]:
-    for i, s in enumerate(reference()["convnext"]["steps"]):
-        if s["name"] == step:
-            return {"index": i, "branch": bool(s.get("branch", False)), **s}
-    return {"index": len(step_names()), "branch": False, "name": step, "group": "other", "label": step}
+    """Order, group and label of a step: {'index', 'branch', 'name', 'group', 'label', 'roadmap'}."""
+    ref = reference()
+    for section, offset in ROADMAPS:
+        for i, s in enumerate(ref.get(section, {}).get("steps", [])):
+            if s["name"] == step:
+                return {"index": offset + i, "branch": bool(s.get("branch", False)), "roadmap": section, **s}
+    return {"index": 999, "branch": False, "name": step, "group": "other", "label": step, "roadmap": "other"}
+
+
+def ablation_info(name: str) -> Dict[str, Any]:
+    """Order and label of a leave-one-out ablation ('none' is the unablated model, index -1)."""
+    if name in (None, "none"):
+        return {"index": -1, "name": "none", "reverts": None, "label": "ConvNeXt (all changes)"}
+    for i, a in enumerate(reference()["convnext"]["ablations"]):
+        if a["name"] == name:
+            return {"index": i, "label": f"- {step_info(a['reverts'])['label']}", **a}
+    return {"index": 999, "name": name, "reverts": None, "label": name}
 
 
 MAIN_PATH: List[str] = [s["name"] for s in reference()["convnext"]["steps"] if not s.get("branch")]
@@ -72,7 +91,7 @@ def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
     """The full run config, as `python -m roadmap <overrides>` would see it."""
     for o in overrides:
         key, _, value = o.partition("=")
-        if key in ("step", "regime", "recipe", "data", "scale", "logger", "experiment"):
+        if key in ("step", "regime", "recipe", "data", "scale", "logger", "experiment", "ablation"):
             check_choice(key, value)
     with _isolated_hydra():
         return compose(config_name="config", overrides=list(overrides))

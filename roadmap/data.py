@@ -1,0 +1,485 @@
+"""Datasets, timm transforms, the prepared uint8 cache, and loaders.
+
+Data flow: a *base* dataset yields (PIL RGB image, label) -- from JPEG folders, from the prepared
+cache (decoded and resized once, memory-mapped), from CIFAR or from random pixels -- and
+`Augmented` applies timm's transform (RandomResizedCrop, flip, RandAugment, normalisation,
+random erasing; or resize + centre crop for eval). Mixup/CutMix work on batches in the train loop.
+
+Every sample's augmentation is seeded by (seed, epoch, index): results do not depend on the number
+of loader workers, and a resumed run sees exactly the images an uninterrupted run would.
+
+Corrupt images are skipped with a warning and counted (`skipped_files` in metrics.json): the cache
+finds them when it decodes everything once; the JPEG loader finds them when it first reads them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import random
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import ConfigError
+from .files import atomic_write_text
+
+log = logging.getLogger(__name__)
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
+CACHE_VERSION = 1
+
+
+class DataError(ConfigError):
+    """The data cannot be found or read. One line for the user."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Where the data is
+# ---------------------------------------------------------------------------------------------
+def _shared_candidates(name: str) -> List[Path]:
+    """`../shared/data/<name>` seen from the working directory and from the project checkout."""
+    here = Path.cwd().resolve()
+    repo = Path(__file__).resolve().parent.parent
+    seen, out = set(), []
+    for start in (here, repo):
+        for d in (start, *start.parents):
+            p = d.parent / "shared" / "data" / name if d.name else None
+            if p is not None and p not in seen:
+                seen.add(p)
+                out.append(p)
+    return out
+
+
+def resolve_root(data: Any) -> Optional[Path]:
+    """data.root, else $ROADMAP_DATA/<name>, else ../shared/data/<name> beside the project."""
+    if data.name == "synthetic":
+        return None
+    if data.root:
+        return Path(os.path.expanduser(str(data.root)))
+    if os.environ.get("ROADMAP_DATA"):
+        return Path(os.environ["ROADMAP_DATA"]) / data.name
+    for p in _shared_candidates(data.name):
+        if p.is_dir():
+            return p
+    return Path.home() / ".cache" / "roadmap" / "data" / data.name
+
+
+def ensure_imagenette(root: Path) -> None:
+    """Download fast.ai's Imagenette (320 px, MD5-checked by torchvision) and unpack atomically."""
+    if (root / "train").is_dir():
+        return
+    from torchvision.datasets import Imagenette
+
+    tmp = root.parent / f".{root.name}.download-{os.getpid()}"
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        Imagenette(str(tmp), split="train", size="320px", download=True)
+        os.replace(tmp / "imagenette2-320", root)
+    except Exception as e:  # no network, checksum mismatch, disk full...
+        raise DataError(f"data.root={str(root)!r} has no Imagenette and downloading it failed "
+                        f"({type(e).__name__}); put imagenette2 there (train/, val/ with class folders) "
+                        f"or set data.root / $ROADMAP_DATA") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Base datasets: (PIL RGB image, label)
+# ---------------------------------------------------------------------------------------------
+def scan_folder(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """ImageFolder's class order (sorted folder names) and its (path, label) list."""
+    if not split_dir.is_dir():
+        raise DataError(f"data split folder {str(split_dir)!r} does not exist; expected <root>/{split_dir.name}/<class>/<image>")
+    classes = sorted(d.name for d in os.scandir(split_dir) if d.is_dir())
+    samples = []
+    for label, c in enumerate(classes):
+        for f in sorted(os.scandir(split_dir / c), key=lambda e: e.name):
+            if f.is_file() and f.name.endswith(IMAGE_EXTS):
+                samples.append((f.path, label))
+    if not samples:
+        raise DataError(f"no images in {str(split_dir)!r}; expected <class>/<image>{IMAGE_EXTS[0]} files inside")
+    return classes, samples
+
+
+def balanced_subset(labels: Sequence[int], n: Optional[int]) -> List[int]:
+    """The first ceil(n / classes) indices of every class (deterministic), or all of them."""
+    if not n or n >= len(labels):
+        return list(range(len(labels)))
+    per_class = math.ceil(n / (max(labels) + 1))
+    counts: Dict[int, int] = {}
+    keep = []
+    for i, y in enumerate(labels):
+        if counts.get(y, 0) < per_class:
+            counts[y] = counts.get(y, 0) + 1
+            keep.append(i)
+    return keep
+
+
+def load_rgb(path: str) -> Image.Image:
+    with open(path, "rb") as f:
+        img = Image.open(f)
+        img.load()
+    return img.convert("RGB")  # ~1.8 % of Imagenette is grayscale
+
+
+class FolderImages(Dataset):
+    """JPEG folder, decoded on every read. A corrupt file is replaced by the next readable one."""
+
+    def __init__(self, samples: List[Tuple[str, int]], classes: List[str]):
+        self.samples, self.classes = samples, classes
+        self.targets = [y for _, y in samples]
+        self.skipped = mp.Value("i", 0)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> Tuple[Image.Image, int]:
+        for k in range(len(self.samples)):
+            path, y = self.samples[(i + k) % len(self.samples)]
+            try:
+                return load_rgb(path), y
+            except (OSError, ValueError, SyntaxError) as e:
+                with self.skipped.get_lock():
+                    self.skipped.value += 1
+                warnings.warn(f"skipping unreadable image {path}: {e}")
+        raise DataError("no readable image in the dataset")
+
+    @property
+    def skipped_files(self) -> int:
+        return int(self.skipped.value)
+
+
+class ArrayImages(Dataset):
+    """uint8 (N, H, W, 3) array (usually a memory map of the prepared cache) as PIL images."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: List[str], skipped: int = 0):
+        self.images, self.labels, self.classes = images, labels, classes
+        self.targets = labels.tolist()
+        self.skipped_files = skipped
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> Tuple[Image.Image, int]:
+        return Image.fromarray(np.asarray(self.images[i])), int(self.labels[i])
+
+
+class RandomImages(Dataset):
+    """Random pixels with random labels, the same for a given index (smoke tests only)."""
+
+    def __init__(self, n: int, size: int, num_classes: int, seed: int = 0):
+        self.n, self.size, self.seed = n, size, seed
+        g = np.random.default_rng(seed)
+        self.targets = g.integers(0, num_classes, n).tolist()
+        self.classes = [str(c) for c in range(num_classes)]
+        self.skipped_files = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> Tuple[Image.Image, int]:
+        arr = np.random.default_rng(self.seed * 1_000_003 + i).integers(0, 256, (self.size, self.size, 3), dtype=np.uint8)
+        return Image.fromarray(arr), self.targets[i]
+
+
+class Subset(Dataset):
+    def __init__(self, base: Any, indices: List[int]):
+        self.base, self.indices = base, indices
+        self.classes = base.classes
+        self.targets = [base.targets[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.base[self.indices[i]]
+
+    @property
+    def skipped_files(self) -> int:
+        return self.base.skipped_files
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepared cache: decode + resize once to uint8 at the training size (+ crop margin), memory-mapped
+# ---------------------------------------------------------------------------------------------
+def fingerprint(samples: List[Tuple[str, int]], root: Path) -> str:
+    """Hash of every file's relative path, size and mtime: any change in the source changes it."""
+    h = hashlib.sha1()
+    for path, y in samples:
+        st = os.stat(path)
+        h.update(f"{os.path.relpath(path, root)}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _decode_resized(args: Tuple[str, int]) -> Optional[np.ndarray]:
+    """Shorter side -> size (bicubic, antialiased), centre crop size x size; None if unreadable."""
+    path, size = args
+    try:
+        with open(path, "rb") as f:
+            img = Image.open(f)
+            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
+            img = img.convert("RGB")
+        w, h = img.size
+        s = size / min(w, h)
+        img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+        w, h = img.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def cache_size_for(img_size: int, crop_pct: float) -> int:
+    """The side the cache stores: timm's eval resize (img_size / crop_pct), so eval is a centre
+    crop of it and training crops have the same margin."""
+    return int(math.floor(img_size / crop_pct))
+
+
+@dataclass
+class CacheInfo:
+    path: Path
+    built: bool
+    seconds: float
+    skipped: List[str]
+
+
+def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: Path,
+                  max_samples: Optional[int] = None, workers: int = 2) -> Tuple[ArrayImages, CacheInfo]:
+    """Load the cache for (dataset, split, size, subset, source fingerprint); build it if absent.
+
+    Files: <key>.npy (uint8 N x size x size x 3, memory-mapped), <key>.labels.npy, <key>.json.
+    A cache whose source changed has another key; older caches of the same dataset/split/size are
+    removed when a new one is built.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    classes, samples = scan_folder(split_dir)
+    keep = balanced_subset([y for _, y in samples], max_samples)
+    samples = [samples[i] for i in keep]
+    fp = fingerprint(samples, split_dir)
+    stem = f"{name}-{split}-{size}px" + (f"-n{len(samples)}" if max_samples else "")
+    key = f"{stem}-v{CACHE_VERSION}-{fp}"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    meta_path = cache_dir / f"{key}.json"
+    built = False
+    if not meta_path.exists():
+        built = True
+        log.info("building the prepared cache %s (%d images) ...", key, len(samples))
+        tmp_img = cache_dir / f".{key}.{os.getpid()}.npy"
+        tmp_lab = cache_dir / f".{key}.{os.getpid()}.labels.npy"
+        arr = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
+        labels = np.empty(len(samples), dtype=np.int16)
+        skipped: List[str] = []
+        n = 0
+        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+        with ctx.Pool(max(1, workers)) as pool:
+            for (path, y), img in zip(samples, pool.imap(_decode_resized, [(p, size) for p, _ in samples], chunksize=64)):
+                if img is None:
+                    skipped.append(os.path.relpath(path, split_dir))
+                    warnings.warn(f"skipping unreadable image {path}")
+                    continue
+                arr[n], labels[n] = img, y
+                n += 1
+        arr.flush()
+        del arr
+        if n < len(samples):  # shrink to the readable images
+            full = np.load(tmp_img, mmap_mode="r")
+            np.save(tmp_img.with_suffix(".tmp.npy"), full[:n])
+            del full
+            os.replace(tmp_img.with_suffix(".tmp.npy"), tmp_img)
+        np.save(tmp_lab, labels[:n])
+        for old in cache_dir.glob(f"{stem}-v*.json"):  # an older cache of another source or version
+            for f in (old, old.with_suffix(".npy"), old.with_suffix(".labels.npy")):
+                f.unlink(missing_ok=True)
+        os.replace(tmp_img, cache_dir / f"{key}.npy")
+        os.replace(tmp_lab, cache_dir / f"{key}.labels.npy")
+        atomic_write_text(meta_path, json.dumps({
+            "dataset": name, "split": split, "size": size, "count": n, "classes": classes,
+            "source": str(split_dir), "fingerprint": fp, "skipped": skipped, "version": CACHE_VERSION}, indent=1))
+    meta = json.loads(meta_path.read_text())
+    images = np.load(cache_dir / f"{key}.npy", mmap_mode="r")
+    labels = np.load(cache_dir / f"{key}.labels.npy")
+    ds = ArrayImages(images, labels, meta["classes"], skipped=len(meta["skipped"]))
+    return ds, CacheInfo(meta_path.with_suffix(".npy"), built, time.perf_counter() - t0, meta["skipped"])
+
+
+def default_cache_dir(data: Any) -> Path:
+    if data.cache_dir:
+        return Path(os.path.expanduser(str(data.cache_dir)))
+    if os.environ.get("ROADMAP_CACHE"):
+        return Path(os.environ["ROADMAP_CACHE"])
+    return Path.home() / ".cache" / "roadmap"
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation (timm) with per-sample seeding, and the epoch-aware sampler
+# ---------------------------------------------------------------------------------------------
+def build_transforms(recipe: Any, img_size: int, eval_size: int) -> Tuple[Callable, Callable]:
+    from timm.data import create_transform
+
+    train = create_transform(
+        img_size, is_training=True, auto_augment=recipe.auto_augment or None,
+        interpolation=recipe.train_interpolation, re_prob=recipe.reprob, re_mode="pixel", re_count=1,
+        hflip=0.5, color_jitter=None)
+    val = create_transform(eval_size, is_training=False, interpolation="bicubic", crop_pct=recipe.crop_pct)
+    return train, val
+
+
+class Augmented(Dataset):
+    """Applies `transform` to a base dataset; index (i, epoch) seeds the sample's randomness."""
+
+    def __init__(self, base: Any, transform: Callable, seed: int):
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: Any) -> Tuple[torch.Tensor, int]:
+        i, epoch = key if isinstance(key, tuple) else (key, 0)
+        s = (self.seed * 1_000_003 + epoch * 10_007 + i) % (2 ** 63)
+        in_main = torch.utils.data.get_worker_info() is None
+        if in_main:  # leave the training process's own random streams untouched
+            saved = random.getstate(), torch.get_rng_state()
+        random.seed(s)
+        torch.manual_seed(s)
+        img, y = self.base[i]
+        out = self.transform(img), y
+        if in_main:
+            random.setstate(saved[0])
+            torch.set_rng_state(saved[1])
+        return out
+
+
+class EpochSampler(Sampler):
+    """Yields (index, epoch): shuffled by (seed, epoch), sharded across ranks (padded to equal length)."""
+
+    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1, pad: bool = True):
+        self.n, self.seed, self.shuffle, self.rank, self.world, self.pad = n, seed, shuffle, rank, world, pad
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> List[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            idx = torch.randperm(self.n, generator=g).tolist()
+        else:
+            idx = list(range(self.n))
+        if self.pad and self.world > 1:
+            total = math.ceil(self.n / self.world) * self.world
+            idx = idx + idx[: total - self.n]
+        return idx[self.rank::self.world]
+
+    def __len__(self) -> int:
+        return len(self._indices())
+
+    def __iter__(self) -> Iterator[Tuple[int, int]]:
+        return iter([(i, self.epoch) for i in self._indices()])
+
+
+# ---------------------------------------------------------------------------------------------
+# Everything the train loop needs
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train: DataLoader
+    val: DataLoader
+    train_sampler: EpochSampler
+    num_classes: int
+    classes: List[str]
+    info: Dict[str, Any]
+
+    @property
+    def skipped_files(self) -> int:
+        return int(self.train.dataset.base.skipped_files + self.val.dataset.base.skipped_files)
+
+
+def base_datasets(cfg: Any, log_fn: Callable[[str], None] = log.info) -> Tuple[Any, Any, Dict[str, Any]]:
+    data, scale, recipe = cfg.data, cfg.scale, cfg.recipe
+    info: Dict[str, Any] = {"dataset": data.name}
+    root = resolve_root(data)
+    if data.name == "synthetic":
+        size = cache_size_for(scale.img_size, recipe.crop_pct)
+        n_val = max(data.synthetic_size // 4, 8)
+        return (RandomImages(data.synthetic_size, size, data.num_classes, seed=1),
+                RandomImages(n_val, size, data.num_classes, seed=2), {**info, "root": None, "cache": False})
+    info["root"] = str(root)
+    if data.name in ("cifar10", "cifar100"):
+        from torchvision import datasets as tvd
+
+        cls = tvd.CIFAR10 if data.name == "cifar10" else tvd.CIFAR100
+        try:  # torchvision checks the files' MD5 and downloads only what is missing
+            train = cls(str(root), train=True, download=True)
+            val = cls(str(root), train=False, download=True)
+        except Exception as e:
+            raise DataError(f"data.root={str(root)!r}: {data.name} not found and not downloadable ({type(e).__name__}); "
+                            f"put the torchvision {data.name} files there") from None
+        for ds in (train, val):
+            ds.skipped_files = 0
+        return train, val, {**info, "cache": False}
+    if data.name == "imagenette":
+        ensure_imagenette(root)
+    elif not root.is_dir():
+        raise DataError(f"data.root={str(root)!r} does not exist; point data.root (or $ROADMAP_DATA) at a folder with {data.train_split}/ and {data.val_split}/")
+    out = []
+    for split, n in ((data.train_split, scale.max_train_samples), (data.val_split, scale.max_val_samples)):
+        if data.cache:
+            size = cache_size_for(max(scale.img_size, scale.eval_img_size or 0), recipe.crop_pct)
+            ds, ci = prepare_cache(data.name, split, root / split, size, default_cache_dir(data), n,
+                                   workers=max(1, scale.workers))
+            info[f"cache_{split}"] = {"path": str(ci.path), "built": ci.built, "seconds": round(ci.seconds, 2),
+                                      "images": len(ds), "size": size}
+            if ci.built:
+                log_fn(f"prepared cache {ci.path.name}: {len(ds)} images in {ci.seconds:.1f} s")
+        else:
+            classes, samples = scan_folder(root / split)
+            ds = FolderImages(samples, classes)
+            if n:
+                ds = Subset(ds, balanced_subset(ds.targets, n))
+        out.append(ds)
+    train, val = out
+    if train.classes != val.classes:
+        raise DataError(f"class folders differ between {data.train_split}/ ({len(train.classes)}) and {data.val_split}/ ({len(val.classes)})")
+    return train, val, {**info, "cache": bool(data.cache)}
+
+
+def discover_num_classes(cfg: Any) -> None:
+    """`data=imagefolder`: the class count is the number of class folders under train/."""
+    if cfg.data.name == "imagefolder":
+        root = resolve_root(cfg.data)
+        classes, _ = scan_folder(root / cfg.data.train_split)
+        cfg.data.num_classes = len(classes)
+
+
+def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], None] = log.info) -> Data:
+    train_base, val_base, info = base_datasets(cfg, log_fn)
+    classes = list(train_base.classes)
+    if cfg.data.name not in ("synthetic", "imagefolder") and len(classes) != cfg.model.num_classes:
+        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {len(classes)} classes; "
+                          f"set data.num_classes={len(classes)}")
+    img, eval_img = cfg.scale.img_size, cfg.scale.eval_img_size or cfg.scale.img_size
+    t_train, t_val = build_transforms(cfg.recipe, img, eval_img)
+    train_ds = Augmented(train_base, t_train, cfg.seed)
+    val_ds = Augmented(val_base, t_val, cfg.seed)
+    train_sampler = EpochSampler(len(train_ds), cfg.seed, shuffle=True, rank=rank, world=world)
+    val_sampler = EpochSampler(len(val_ds), cfg.seed, shuffle=False, rank=rank, world=world, pad=False)
+    workers = cfg.scale.workers
+    common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    if workers > 0:
+        common["prefetch_factor"] = 4
+    train = DataLoader(train_ds, batch_size=cfg.scale.batch_size, sampler=train_sampler, drop_last=True, **common)
+    val = DataLoader(val_ds, batch_size=cfg.scale.batch_size * 2, sampler=val_sampler, drop_last=False, **common)
+    info.update(train_images=len(train_ds), val_images=len(val_ds), classes=len(classes))
+    return Data(train, val, train_sampler, len(classes), classes, info)
