@@ -123,6 +123,7 @@ class ScaleConfig:
     epochs: Optional[int] = None                # default: the recipe's epochs
     batch_size: int = ranged(64, 1)             # per process, per step
     global_batch: Optional[int] = None          # reached through gradient accumulation
+    lr_scaling: str = choice("linear", "sqrt")  # lr = recipe.lr * (global_batch / lr_base_batch)[^0.5]
     max_steps_per_epoch: Optional[int] = None
     max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
     max_val_samples: Optional[int] = None
@@ -208,7 +209,6 @@ def validate_model(m: Any, prefix: str = "model") -> None:
     k = m.kernel_size
     if not isinstance(k, int) or k < 1 or k > 31 or k % 2 == 0:
         raise ConfigError(f"{prefix}.kernel_size={k!r} is invalid; allowed: odd integers 1..31 (the paper uses 3, 5, 7, 9, 11)")
-
 
 
 def validate(cfg: DictConfig | Config) -> None:

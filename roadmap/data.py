@@ -350,14 +350,16 @@ class Augmented(Dataset):
         s = (self.seed * 1_000_003 + epoch * 10_007 + i) % (2 ** 63)
         in_main = torch.utils.data.get_worker_info() is None
         if in_main:  # leave the training process's own random streams untouched
-            saved = random.getstate(), torch.get_rng_state()
-        random.seed(s)
+            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
+        random.seed(s)  # timm: RandomResizedCrop, flip, RandAugment magnitudes, RandomErasing
+        np.random.seed(s % 2 ** 32)  # timm: RandAugment's choice of ops
         torch.manual_seed(s)
         img, y = self.base[i]
         out = self.transform(img), y
         if in_main:
             random.setstate(saved[0])
-            torch.set_rng_state(saved[1])
+            np.random.set_state(saved[1])
+            torch.set_rng_state(saved[2])
         return out
 
 
@@ -476,7 +478,10 @@ def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], 
     train_sampler = EpochSampler(len(train_ds), cfg.seed, shuffle=True, rank=rank, world=world)
     val_sampler = EpochSampler(len(val_ds), cfg.seed, shuffle=False, rank=rank, world=world, pad=False)
     workers = cfg.scale.workers
-    common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+    # Own generator: creating an iterator draws worker seeds from it, not from the global RNG
+    # (which drives dropout/mixup and is checkpointed). Samples are seeded per (seed, epoch, index).
+    common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
+                  generator=torch.Generator().manual_seed(cfg.seed))
     if workers > 0:
         common["prefetch_factor"] = 4
     train = DataLoader(train_ds, batch_size=cfg.scale.batch_size, sampler=train_sampler, drop_last=True, **common)

@@ -69,3 +69,50 @@ class Tracker:
             except Exception as e:  # never hide the run's own outcome behind a logging failure
                 log.warning("wandb.finish failed: %s", e)
             self.run = None
+
+
+def read_offline_run(path: Path | str) -> Dict[str, Dict[str, Any]]:
+    """Config and summary stored in an offline W&B run (`wandb/offline-run-*/run-*.wandb`).
+
+    The file is W&B's record log (LevelDB log format: 32 KiB blocks of records with a
+    crc/length/type header; a 7-byte ':W&B' file header) of protobuf `Record`s. Recent wandb
+    versions keep the summary only there until `wandb sync`, so tests and users read it here.
+    """
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    path = Path(path)
+    if path.is_dir():
+        path = next(path.glob("run-*.wandb"))
+    data = path.read_bytes()
+    if data[:4] != b":W&B":
+        raise ValueError(f"{path} is not a W&B run log")
+    block, pos, parts, payloads = 32768, 7, [], []
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0:  # zero padding at the end of the file
+            break
+        parts.append(data[pos + 7:pos + 7 + length])
+        pos += 7 + length
+        if kind in (1, 4):  # FULL or LAST: one record is complete
+            payloads.append(b"".join(parts))
+            parts = []
+    config: Dict[str, Any] = {}
+    summary: Dict[str, Any] = {}
+    for payload in payloads:
+        record = pb.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        items = {"run": lambda: record.run.config.update, "config": lambda: record.config.update,
+                 "summary": lambda: record.summary.update}.get(kind)
+        if items is None:
+            continue
+        target = summary if kind == "summary" else config
+        for item in items():
+            target[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return {"config": config, "summary": summary}

@@ -142,6 +142,12 @@ def schedule_lengths(cfg: Any, updates_per_epoch: int) -> Dict[str, Any]:
             "milestones": [m * frac for m in recipe.decay_milestones], "updates_per_epoch": updates_per_epoch}
 
 
+def learning_rate(recipe: Any, scale: Any, global_batch: int) -> float:
+    """The recipe's lr scaled to the global batch, linearly (the paper) or by the square root."""
+    ratio = global_batch / recipe.lr_base_batch
+    return recipe.lr * (ratio if scale.lr_scaling == "linear" else math.sqrt(ratio))
+
+
 def build_optimizer(model: nn.Module, recipe: Any, lr: float) -> torch.optim.Optimizer:
     from timm.optim import create_optimizer_v2
 
@@ -165,9 +171,12 @@ class Schedule:
         warmup = int(round(lengths["warmup_epochs"] * upe))
         common = dict(warmup_t=warmup, warmup_lr_init=recipe.warmup_lr, t_in_epochs=False)
         if recipe.sched == "cosine":
-            self.sched = CosineLRScheduler(optimizer, t_initial=total, lr_min=recipe.min_lr, warmup_prefix=True, **common)
+            # warmup, then cosine over the remaining updates (ends at min_lr after `epochs`, as ConvNeXt's code)
+            self.sched = CosineLRScheduler(optimizer, t_initial=max(1, total - warmup), lr_min=recipe.min_lr,
+                                           warmup_prefix=True, **common)
         else:
-            steps = [max(1, int(round(m * upe))) for m in lengths["milestones"]]
+            # timm decays once t + 1 >= decay_t: +1 makes the decay start at update m * upe exactly
+            steps = [max(1, int(round(m * upe))) + 1 for m in lengths["milestones"]]
             self.sched = MultiStepLRScheduler(optimizer, decay_t=steps, decay_rate=recipe.decay_rate, **common)
         self.total, self.warmup = total, warmup
 
@@ -426,7 +435,7 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
 
     global_batch = cfg.scale.global_batch or cfg.scale.batch_size * env.world
     accum = max(1, global_batch // (cfg.scale.batch_size * env.world))
-    lr = cfg.recipe.lr * global_batch / cfg.recipe.lr_base_batch
+    lr = learning_rate(cfg.recipe, cfg.scale, global_batch)
     optimizer = build_optimizer(model, cfg.recipe, lr)
     max_steps = cfg.scale.max_steps_per_epoch
     steps_per_epoch = min(len(data.train), max_steps) if max_steps else len(data.train)
