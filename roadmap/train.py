@@ -379,9 +379,9 @@ def run(cfg: DictConfig, run_dir: Path | str) -> Dict[str, Any]:
     and the exception propagates.
     """
     run_dir = Path(run_dir)
+    discover_num_classes(cfg)  # before resolving, so model.num_classes=${data.num_classes} follows it
     OmegaConf.resolve(cfg)
     validate(cfg)
-    discover_num_classes(cfg)
     env = setup_env(cfg.scale)
     if env.main:
         run_dir.mkdir(parents=True, exist_ok=True)
