@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The recorded proxy study on one GPU: every step of an experiment (default: roadmap_full, the
-# 14-step main path plus the 3 kernel branches) x 3 seeds at scale=proxy, one process per seed
+# A proxy study on one GPU: every step of an experiment (default: roadmap_full, the
+# 14-step main path plus the 3 kernel branches) x 3 seeds at scale=proxy_gpu, one process per seed
 # running in parallel (a 64-px model leaves most of an H100 idle), then the report.
 #
 #   bash experiments/run_proxy_gpu.sh [hydra overrides...]        e.g. data.root=/data/imagenette
@@ -19,12 +19,12 @@ $PY - "$@" <<'PY'
 import sys
 from roadmap.data import base_datasets
 from roadmap.steps import compose_config
-base_datasets(compose_config(["scale=proxy", *(a for a in sys.argv[1:] if "," not in a)]))  # not sweep lists
+base_datasets(compose_config(["scale=proxy_gpu", *(a for a in sys.argv[1:] if "," not in a)]))  # not sweep lists
 PY
 start=$(date +%s)
 pids=()
 for s in $SEEDS; do
-  $PY -m roadmap -m "experiment=$EXPERIMENT" scale=proxy "seed=$s" "out_dir=$OUT_DIR" "$@" \
+  $PY -m roadmap -m "experiment=$EXPERIMENT" scale=proxy_gpu "seed=$s" "out_dir=$OUT_DIR" "$@" \
     > "$LOGS/$EXPERIMENT-seed$s.log" 2>&1 &
   pids+=($!)
 done
