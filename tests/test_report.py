@@ -1,0 +1,383 @@
+"""The sweep report (roadmap.report) on synthetic run directories with known values: no training.
+
+Conventions checked here (and stated in trajectory.md): std is the sample standard deviation
+over seeds (ddof=1); Δ of a main-path step is against the previous main-path step, a side branch's
+against the step it branches from (move_up_dwconv); the uncertainty of a difference of means is
+sqrt(s_a²/n_a + s_b²/n_b).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from roadmap import report
+from roadmap.files import read_csv, read_json, write_json
+from roadmap.steps import reference, step_info
+
+PAPER = reference()["convnext"]["regimes"]["resnet50"]["top1"]
+
+# step -> top-1 of seeds 0, 1, 2 (finished runs)
+TOP1: Dict[str, List[float]] = {
+    "baseline": [60.0, 62.0, 64.0],             # mean 62, std 2
+    "modern_recipe": [70.0, 71.0, 75.0],        # mean 72, std sqrt(7)
+    "stage_ratio": [69.0, 70.0, 71.0],          # mean 70, std 1   (Δ -2: the paper has +0.54)
+    "patchify_stem": [73.0, 74.0, 75.0],        # mean 74, std 1
+    "move_up_dwconv": [76.0, 77.0, 78.0],       # mean 77
+    "kernel_7": [78.0, 79.0, 80.0],             # mean 79          (Δ vs move_up_dwconv)
+    "kernel_9": [77.5, 78.5, 79.5],             # branch: Δ vs move_up_dwconv, not kernel_7
+    "separate_downsampling": [80.0, 82.0, 84.0],  # mean 82, std 2
+}
+FAILED = "depthwise_conv"      # every seed has failed.json
+RUNNING = "increase_width"     # seed 0: config.yaml, last.pt and one epoch of history.csv
+OOM = "CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
+def _config(step: str, seed: int, ablation: str = "none", epochs: int = 2) -> Dict[str, Any]:
+    return {"step": step, "seed": seed, "ablation": ablation, "experiment_name": "roadmap_path",
+            "sweep_id": "roadmap_path-imagenette-proxy-resnet50", "results_dir": "results", "out_dir": "outputs",
+            "data": {"name": "imagenette", "num_classes": 10},
+            "scale": {"name": "proxy", "img_size": 128, "width_mult": 0.5, "epochs": epochs},
+            "recipe": {"name": "modern", "epochs": 300}, "regime": {"name": "resnet50"},
+            "logger": {"name": "wandb", "mode": "offline", "project": "roadmap", "entity": None, "group": None,
+                       "tags": [], "dir": None}}
+
+
+def make_finished(run_dir: Path, step: str, seed: int, top1: float, ablation: str = "none", **extra: Any) -> None:
+    info = step_info(step)
+    metrics = {
+        "step": step, "step_index": info["index"], "branch": info["branch"], "group": info["group"],
+        "label": info["label"], "roadmap": info["roadmap"], "ablation": ablation, "regime": "resnet50",
+        "scale": "proxy", "dataset": "imagenette", "seed": seed, "status": "finished",
+        "top1": top1, "top5": top1 + 10, "val_loss": 1.0, "train_loss": 1.2, "epochs": 2, "epochs_done": 2,
+        "params": 7_000_000 + info["index"], "gflops": 0.5 + info["index"] / 100, "img_size": 128,
+        "gflops_224": 4.0 + info["index"] / 10, "params_224": 25_000_000 + info["index"],
+        "train_img_s": 1000.0 + 10 * seed, "eval_img_s": 3000.0, "peak_memory_mb": 900.0,
+        "wall_seconds": 100.0 + seed, "device": "NVIDIA H100 80GB HBM3", "world_size": 1, "global_batch": 256,
+        "train_images": 9469, "val_images": 3925, "git_commit": "abc1234",
+        "finished_at": f"2026-01-0{seed + 1} 12:00:00", "config": _config(step, seed, ablation),
+    }
+    metrics.update(extra)
+    write_json(run_dir / "metrics.json", metrics)
+    (run_dir / "last.pt").write_bytes(b"checkpoint")
+
+
+def make_failed(run_dir: Path, step: str, reason: str = OOM) -> None:
+    write_json(run_dir / "failed.json", {"step": step, "error": "OutOfMemoryError", "reason": reason,
+                                         "traceback": ["..."], "time": "2026-01-01 12:00:00"})
+
+
+def make_running(run_dir: Path, step: str, seed: int, epochs_done: int = 1, epochs: int = 2) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(_config(step, seed, epochs=epochs)))
+    (run_dir / "last.pt").write_bytes(b"checkpoint")
+    lines = ["epoch,train_loss,train_img_s,lr,train_seconds,top1"]
+    lines += [f"{e + 1},2.0,1000.0,0.001,50.0,40.0" for e in range(epochs_done)]
+    (run_dir / "history.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture()
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "outputs" / "sweeps" / "roadmap_path-imagenette-proxy-resnet50"
+    for step, values in TOP1.items():
+        for seed, v in enumerate(values):
+            make_finished(root / step / f"seed{seed}", step, seed, v)
+    for seed in range(3):
+        make_failed(root / FAILED / f"seed{seed}", FAILED)
+    make_running(root / RUNNING / "seed0", RUNNING, 0)
+    return root
+
+
+def _mean(xs: List[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _std1(xs: List[float]) -> float:  # ddof=1
+    m = _mean(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+# ---------------------------------------------------------------------------------------------
+def test_report_numbers_match_the_runs(sweep: Path, tmp_path: Path) -> None:
+    out = report.write_report(sweep, tmp_path / "report", wandb_mode="disabled")
+    for name in ("trajectory.csv", "trajectory.md", "trajectory.png", "trajectory.svg", "summary.json"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = read_csv(out / "trajectory.csv")
+    by = {r["step"]: r for r in rows}
+
+    # roadmap order (step_index), the branch marked
+    order = [r["step"] for r in rows]
+    assert order == sorted(order, key=lambda s: step_info(s)["index"])
+    assert set(order) == set(TOP1) | {FAILED, RUNNING}
+    assert by["kernel_9"]["branch"] == "1" and by["kernel_7"]["branch"] == "0"
+
+    # mean, std (ddof=1), n: the csv holds them rounded to 4 decimals
+    for step, values in TOP1.items():
+        r = by[step]
+        assert float(r["top1_mean"]) == round(_mean(values), 4), step
+        assert float(r["top1_std"]) == round(_std1(values), 4), step
+        assert int(r["n"]) == 3 and r["seeds"] == "0 1 2"
+        assert r["state"] == "finished" and r["status"] == "finished"
+    assert float(by["modern_recipe"]["top1_std"]) == round(math.sqrt(7), 4)
+
+    # Δ vs the previous main-path step; the branch vs the step it branches from
+    expected_delta = {"modern_recipe": ("baseline", 10.0), "stage_ratio": ("modern_recipe", -2.0),
+                      "patchify_stem": ("stage_ratio", 4.0), "kernel_7": ("move_up_dwconv", 2.0),
+                      "kernel_9": ("move_up_dwconv", 1.5)}
+    for step, (ref, delta) in expected_delta.items():
+        assert by[step]["delta_vs"] == ref, step
+        assert float(by[step]["top1_delta"]) == round(delta, 4), step
+        se = math.sqrt(_std1(TOP1[step]) ** 2 / 3 + _std1(TOP1[ref]) ** 2 / 3)
+        assert float(by[step]["top1_delta_se"]) == round(se, 4), step
+        assert float(by[step]["paper_delta"]) == round(PAPER[step] - PAPER[ref], 4), step
+    assert by["kernel_9"]["paper_delta"] == "0.65"  # 80.57 - 79.92, as Table 10 reads
+    # no Δ where the reference step did not finish (depthwise_conv failed, inverted_bottleneck/layer_norm absent)
+    for step in ("baseline", "move_up_dwconv", "separate_downsampling", FAILED, RUNNING):
+        assert by[step]["top1_delta"] == "", step
+    assert by["baseline"]["delta_vs"] == "" and by["baseline"]["paper_delta"] == ""
+    assert float(by["separate_downsampling"]["paper_delta"]) == round(PAPER["separate_downsampling"] - PAPER["layer_norm"], 4)
+    for step in TOP1:
+        assert float(by[step]["paper_top1"]) == PAPER[step]
+    assert float(by["baseline"]["paper_gflops"]) == 4.09
+
+    # the runs' other columns
+    b = by["baseline"]
+    assert float(b["gflops_224"]) == 4.0 and float(b["gflops"]) == 0.5 and int(b["params"]) == 7_000_000
+    assert int(b["params_224"]) == 25_000_000 and int(b["img_size"]) == 128
+    assert float(b["train_img_s"]) == 1010.0 and float(b["wall_s_mean"]) == 101.0 and float(b["wall_s_total"]) == 303.0
+
+    # failed and running steps
+    f = by[FAILED]
+    assert f["state"] == "failed" and f["status"] == f"failed: {OOM}"
+    assert f["n"] == "0" and f["top1_mean"] == "" and f["n_failed"] == "3"
+    assert float(f["paper_top1"]) == PAPER[FAILED]
+    r = by[RUNNING]
+    assert r["state"] == "running" and r["status"] == "running (epoch 1 of 2)" and r["n_running"] == "1"
+
+    # summary: gain ± sqrt(s_a²/n_a + s_b²/n_b), sign agreement, Spearman
+    s = read_json(out / "summary.json")
+    g = s["gain"]
+    assert (g["from"], g["to"]) == ("baseline", "separate_downsampling")
+    assert g["ours"] == pytest.approx(20.0)
+    assert g["ours_se"] == pytest.approx(math.sqrt(4 / 3 + 4 / 3))
+    assert g["paper"] == pytest.approx(81.97 - 76.13)
+    assert "sqrt(s_a²/n_a + s_b²/n_b)" in g["formula"] and "ddof=1" in g["formula"]
+    sa = s["sign_agreement"]  # main-path steps with both Δs: modern_recipe, stage_ratio, patchify_stem, kernel_7
+    assert (sa["agree"], sa["of"]) == (3, 4)
+    assert sa["steps_agree"] == ["modern_recipe", "patchify_stem", "kernel_7"]
+    assert sa["steps_disagree"] == ["stage_ratio"]
+    # Spearman by hand over the 7 finished main-path steps (kernel_9 is a branch: left out).
+    # ours 62 72 70 74 77 79 82 -> ranks 1 3 2 4 5 6 7; paper's ranks 1..7: Σd² = 2, no ties
+    sp = s["spearman"]
+    assert sp["n"] == 7 and "kernel_9" not in sp["steps"]
+    ours = [_mean(TOP1[k]) for k in sp["steps"]]
+    paper = [PAPER[k] for k in sp["steps"]]
+    rank = lambda xs: [sorted(xs).index(x) + 1 for x in xs]  # noqa: E731 (no ties here)
+    d2 = sum((a - b) ** 2 for a, b in zip(rank(ours), rank(paper)))
+    assert d2 == 2
+    assert sp["rho"] == pytest.approx(1 - 6 * d2 / (7 * (7 ** 2 - 1)))  # = 27/28
+    assert sp["rho"] == pytest.approx(27 / 28)
+    assert s["runs"] == {"finished": 24, "failed": 3, "running": 1, "missing": 0}
+
+
+def test_markdown_header_and_summary(sweep: Path, tmp_path: Path) -> None:
+    out = report.write_report(sweep, tmp_path / "r", wandb_mode="disabled", command="python -m roadmap.report X")
+    md = (out / "trajectory.md").read_text()
+    head = md.split("## Per step")[0]
+    assert md.startswith("# ResNet-50 → ConvNeXt-T trajectory: imagenette, proxy scale")
+    for needle in ("imagenette (10 classes; 9469 train / 3925 val images)", "128 px", "width × 0.5", "2 epochs",
+                   "**Seeds:** 0, 1, 2", "NVIDIA H100 80GB HBM3 (24 runs)", "**Total wall time:** 40m24s",
+                   str(sweep), "report generated", "Table 10", "## Summary", "+20.00 ± 1.63", "+5.84",
+                   "3 of 4 main-path steps", "ρ = 0.96", "ddof=1", "sqrt(s_a²/n_a + s_b²/n_b)"):
+        assert needle in head, needle
+    table = md.split("## Per step")[1]
+    assert f"failed: {OOM}" in table and "running (epoch 1 of 2)" in table
+    assert "62.00 ± 2.00 (3)" in table and "*kernel sz. → 9* (branch)" in table
+
+
+def test_chart_is_a_real_image(sweep: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = report.write_report(sweep, tmp_path / "r", wandb_mode="disabled")
+    with Image.open(out / "trajectory.png") as im:
+        im.verify()
+    with Image.open(out / "trajectory.png") as im:
+        w, h = im.size
+        assert im.format == "PNG" and w >= 1200 and h >= 600, im.size
+        assert len(set(im.convert("RGB").resize((64, 64)).getdata())) > 20  # not blank
+    svg = (out / "trajectory.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg
+    assert "failed" in svg and "GFLOPs" in svg  # text is kept as text or paths: at least the labels exist
+
+
+def test_default_output_dir_and_suffixes(sweep: Path, tmp_path: Path) -> None:
+    out = report.write_report(sweep, wandb_mode="disabled", results_dir=tmp_path / "results")
+    assert out == tmp_path / "results" / "imagenette-proxy"
+    # a branch-only sweep must not overwrite the main trajectory
+    branches = tmp_path / "branches"
+    make_finished(branches / "kernel_5" / "seed0", "kernel_5", 0, 70.0)
+    out = report.write_report(branches, wandb_mode="disabled", results_dir=tmp_path / "results")
+    assert out.name == "imagenette-proxy-kernel_branches"
+
+
+def test_ablation_rows(tmp_path: Path) -> None:
+    root = tmp_path / "ablation"
+    for seed, (full, no_gelu, no_ln) in enumerate([(80.0, 79.0, 78.0), (82.0, 80.0, 79.0)]):
+        make_finished(root / "separate_downsampling" / f"seed{seed},ablation=none", "separate_downsampling", seed, full)
+        make_finished(root / "separate_downsampling" / f"seed{seed},ablation=no_layer_norm", "separate_downsampling",
+                      seed, no_ln, ablation="no_layer_norm")
+        # the ablation is also read from the directory name when metrics lack it
+        make_finished(root / "separate_downsampling" / f"seed{seed},ablation=no_gelu", "separate_downsampling",
+                      seed, no_gelu, ablation=None)
+    out = report.write_report(root, wandb_mode="disabled", results_dir=tmp_path / "results")
+    assert out.name == "imagenette-proxy-ablation"
+    rows = read_csv(out / "trajectory.csv")
+    assert [r["ablation"] for r in rows] == ["none", "no_gelu", "no_layer_norm"]  # reference.yaml order
+    by = {r["ablation"]: r for r in rows}
+    assert by["none"]["label"] == "ConvNeXt (all changes)" and by["no_gelu"]["label"] == "− ReLU → GELU"
+    assert float(by["no_gelu"]["top1_delta"]) == -1.5 and by["no_gelu"]["delta_vs"] == "none"
+    assert float(by["no_layer_norm"]["top1_delta"]) == -2.5
+    assert float(by["no_gelu"]["top1_delta_se"]) == round(math.sqrt(2 / 2 + 0.5 / 2), 4)
+    assert all(r["paper_top1"] == "" and r["paper_delta"] == "" for r in rows)
+    s = read_json(out / "summary.json")
+    assert s["kind"] == "ablation" and [a["ablation"] for a in s["ablations"]] == ["no_gelu", "no_layer_norm"]
+    assert "Leave-one-out" in (out / "trajectory.md").read_text()
+
+
+def test_planned_but_missing_partial_and_retried(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    (root).mkdir()
+    (root / "multirun.yaml").write_text(yaml.safe_dump({
+        "hydra": {"sweeper": {"params": {"step": "baseline,modern_recipe,stage_ratio"}},
+                  "overrides": {"task": ["seed=range(0,2)", "scale=proxy"]}},
+        "step": "separate_downsampling", "seed": 0, "results_dir": "results",
+        "data": {"name": "imagenette"}, "scale": {"name": "proxy"}, "regime": {"name": "resnet50"}}))
+    make_finished(root / "baseline" / "seed0", "baseline", 0, 60.0)
+    make_finished(root / "baseline" / "seed1", "baseline", 1, 62.0)
+    make_finished(root / "modern_recipe" / "seed0", "modern_recipe", 0, 70.0)
+    make_failed(root / "modern_recipe" / "seed1", "modern_recipe", "loss is nan at epoch 1, step 3")
+    rows = {r["step"]: r for r in report.collect(root)}
+    assert list(rows) == ["baseline", "modern_recipe", "stage_ratio"]
+    assert rows["baseline"]["status"] == "finished"
+    assert rows["modern_recipe"]["state"] == "partial"
+    assert rows["modern_recipe"]["status"] == "finished (1 of 2 seeds); seed 1 failed: loss is nan at epoch 1, step 3"
+    assert rows["modern_recipe"]["n"] == 1 and rows["modern_recipe"]["top1_std"] is None
+    assert rows["modern_recipe"]["top1_delta"] == pytest.approx(9.0) and rows["modern_recipe"]["top1_delta_se"] is None
+    assert rows["stage_ratio"]["state"] == "missing" and rows["stage_ratio"]["status"] == "missing"
+    # a retry that wrote a checkpoint after the failure is running again
+    d = root / "modern_recipe" / "seed1"
+    make_running(d, "modern_recipe", 1, epochs_done=1, epochs=3)
+    os.utime(d / "failed.json", (time.time() - 60, time.time() - 60))
+    rows = {r["step"]: r for r in report.collect(root)}
+    assert rows["modern_recipe"]["status"] == "finished (1 of 2 seeds); seed 1 running (epoch 1 of 3)"
+    out = report.write_report(root, wandb_mode="disabled", results_dir=tmp_path / "res")
+    assert (out / "trajectory.png").is_file()
+
+
+def test_spearman_ties_are_averaged() -> None:
+    assert report._ranks([3.0, 1.0, 2.0, 2.0]) == [4.0, 1.0, 2.5, 2.5]
+    x, y = [1.0, 2.0, 2.0, 3.0, 5.0], [2.0, 1.0, 3.0, 3.0, 4.0]
+    rho, _, method = report.spearman(x, y)
+    rx, ry = report._ranks(x), report._ranks(y)
+    mx, my = sum(rx) / 5, sum(ry) / 5
+    by_hand = sum((a - mx) * (b - my) for a, b in zip(rx, ry)) / math.sqrt(
+        sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    assert rho == pytest.approx(by_hand) and "scipy" in method
+    assert report.spearman([1.0, 2.0], [1.0, 2.0])[0] is None
+
+
+def test_cli_and_errors(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert report.main([str(sweep), "--out", str(tmp_path / "cli"), "--wandb", "disabled"]) == 0
+    assert "ρ = 0.96" in capsys.readouterr().out
+    assert (tmp_path / "cli" / "trajectory.md").read_text().count("python -m roadmap.report") == 1
+    assert report.main([str(tmp_path / "nope"), "--wandb", "disabled"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_wandb_offline_summary_run(sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens: any network use would fail
+    out = report.write_report(sweep, tmp_path / "r", wandb_mode="offline")
+    assert (out / "trajectory.csv").is_file()
+    runs = list((sweep / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((sweep / "wandb").iterdir()) if (sweep / "wandb").exists() else "no wandb dir"
+    from roadmap.tracking import read_offline_run
+
+    stored = read_offline_run(runs[0])
+    assert stored["summary"]["spearman_rho"] == pytest.approx(27 / 28)
+    assert stored["summary"]["gain"] == pytest.approx(20.0)
+    assert stored["summary"]["trajectory/_type"] == "table-file"  # the wandb.Table, one row per step
+    assert stored["summary"]["trajectory/nrows"] == len(TOP1) + 2
+    assert "_wandb/visualize/trajectory_top1" in stored["config"]  # the bar chart (wandb.plot.bar)
+    # the report dir does not become a run dir of the next report
+    assert {r["step"] for r in report.collect(sweep)} == set(TOP1) | {FAILED, RUNNING}
+
+
+def test_hydra_callback(sweep: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}, "runtime": {"cwd": str(tmp_path)},
+                                      "overrides": {"task": ["experiment=roadmap_path", "seed=0,1,2"]}},
+                            "results_dir": "myresults", "logger": {"name": "none", "mode": "disabled"}})
+    report.ReportCallback().on_multirun_end(cfg)
+    md = tmp_path / "myresults" / "imagenette-proxy" / "trajectory.md"
+    assert md.is_file() and "experiment=roadmap_path seed=0,1,2" in md.read_text()
+    # disabled: nothing written
+    cfg.results_dir = str(tmp_path / "off")
+    report.ReportCallback(enabled=False).on_multirun_end(cfg)
+    assert not (tmp_path / "off").exists()
+    # never raises: a broken sweep dir is a warning
+    cfg.hydra.sweep.dir = str(tmp_path / "does-not-exist")
+    with caplog.at_level(logging.WARNING, logger="roadmap"):
+        report.ReportCallback().on_multirun_end(cfg)
+    assert "report for the sweep failed" in caplog.text
+
+
+def test_callback_is_registered_in_the_config() -> None:
+    from hydra import compose
+    from hydra.utils import instantiate
+
+    from roadmap.steps import _isolated_hydra
+
+    with _isolated_hydra():
+        cfg = compose(config_name="config", overrides=["hydra.callbacks.report.enabled=false"], return_hydra_config=True)
+    node = cfg.hydra.callbacks.report
+    assert node._target_ == "roadmap.report.ReportCallback"
+    cb = instantiate(node)
+    assert isinstance(cb, report.ReportCallback) and cb.enabled is False
+
+
+def test_sweep_wide_overrides_are_not_variants(tmp_path: Path) -> None:
+    root = tmp_path / "sweep"
+    # every run of the sweep was launched with scale.epochs=1: not a variant
+    make_finished(root / "baseline" / "seed0,scale.epochs=1", "baseline", 0, 60.0)
+    make_finished(root / "stage_ratio" / "seed0,scale.epochs=1", "stage_ratio", 0, 65.0)
+    # a swept model option is: its runs get rows of their own, next to the step
+    make_finished(root / "kernel_7" / "seed0,model.depths=[3,3,9,3],scale.epochs=1", "kernel_7", 0, 70.0)
+    make_finished(root / "kernel_7" / "seed0,model.kernel_size=9,scale.epochs=1", "kernel_7", 0, 71.0)
+    rows = report.collect(root)
+    assert [(r["step"], r["variant"]) for r in rows] == [
+        ("baseline", ""), ("stage_ratio", ""), ("kernel_7", "model.depths=[3,3,9,3]"), ("kernel_7", "model.kernel_size=9")]
+    assert rows[3]["label"] == "kernel sz. → 7 [model.kernel_size=9]" and rows[3]["paper_top1"] is None
+    s = report.summarize(rows)
+    assert (s["gain"]["from"], s["gain"]["to"]) == ("baseline", "stage_ratio") and s["gain"]["ours"] == 5.0
+
+
+def test_resnet200_regime_uses_table_11(tmp_path: Path) -> None:
+    root = tmp_path / "r200"
+    for step, v in (("baseline", 70.0), ("modern_recipe", 72.0)):
+        make_finished(root / step / "seed0", step, 0, v, regime="resnet200")
+    out = report.write_report(root, wandb_mode="disabled", results_dir=tmp_path / "results")
+    assert out.name == "imagenette-proxy-resnet200"  # never overwrites the ResNet-50 trajectory
+    rows = {r["step"]: r for r in read_csv(out / "trajectory.csv")}
+    t11 = reference()["convnext"]["regimes"]["resnet200"]
+    assert float(rows["modern_recipe"]["paper_top1"]) == t11["top1"]["modern_recipe"] == 81.14
+    assert float(rows["modern_recipe"]["paper_delta"]) == round(81.14 - 78.20, 4)
+    assert float(rows["baseline"]["paper_gflops"]) == t11["gflops"]["baseline"]
+    md = (out / "trajectory.md").read_text()
+    assert md.startswith("# ResNet-200 → ConvNeXt-B trajectory") and "Table 11" in md

@@ -1,0 +1,94 @@
+"""Sweeps for real (Hydra multirun on Imagenette subsets): failures recorded, reruns do no repeated
+work, killed runs resume from their checkpoints, the report marks what happened; the submitit
+launcher runs a 2-step sweep on this machine."""
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roadmap.files import read_json
+
+STEPS = "baseline,patchify_stem,separate_downsampling"
+# 96 train / 40 val images, 2 epochs of 3 updates: each run takes a few seconds.
+TINY = ["scale=smoke", "scale.max_train_samples=96", "scale.max_val_samples=40", "scale.workers=0", "logger=none"]
+
+
+def sweep(tmp_path, *args, fault="", timeout=600):
+    env = {**os.environ, "ROADMAP_FAULT": fault, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "-m", "roadmap", "-m", f"step={STEPS}", *TINY, f"out_dir={tmp_path / 'out'}",
+           f"results_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}", "experiment_name=t", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def run_dirs(tmp_path):
+    root = tmp_path / "out" / "sweeps" / "t-imagenette-smoke-resnet50"
+    # the subset overrides make a variant of the smoke scale: seed0,scale.max_train_samples=96,...
+    return {step: root / step / "seed0,scale.max_train_samples=96,scale.max_val_samples=40" for step in STEPS.split(",")}
+
+
+def mtimes(d: Path):
+    return {p.name: p.stat().st_mtime_ns for p in d.iterdir() if p.is_file()}
+
+
+def test_sweep_survives_failures_and_reruns_do_no_repeated_work(imagenette, tmp_path):
+    dirs = run_dirs(tmp_path)
+    # 1. the process is killed after the first epoch of the first step: a checkpoint, no metrics
+    out = sweep(tmp_path, fault="exit_after_epoch:1")
+    assert out.returncode == 17, out.stderr[-2000:]
+    assert (dirs["baseline"] / "last.pt").exists() and not (dirs["baseline"] / "metrics.json").exists()
+    assert not dirs["patchify_stem"].exists()
+
+    # 2. rerun with one step failing: the killed step resumes, the failure is recorded, the sweep goes on
+    out = sweep(tmp_path, fault="raise:patchify_stem")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "resumed baseline" in (dirs["baseline"] / "train.log").read_text()
+    failed = read_json(dirs["patchify_stem"] / "failed.json")
+    assert failed["step"] == "patchify_stem" and "injected failure" in failed["reason"]
+    assert not (dirs["patchify_stem"] / "metrics.json").exists()
+    for step in ("baseline", "separate_downsampling"):
+        m = read_json(dirs[step] / "metrics.json")
+        assert m["status"] == "finished" and m["epochs_done"] == 2 and m["step"] == step
+    # the report, written at the end of the sweep, marks the failure
+    report = tmp_path / "results" / "imagenette-smoke"
+    rows = {r["step"]: r for r in csv.DictReader(open(report / "trajectory.csv"))}
+    assert rows["patchify_stem"]["status"].startswith("failed")
+    assert rows["baseline"]["status"] == rows["separate_downsampling"]["status"] == "finished"
+    assert (report / "trajectory.png").stat().st_size > 10_000 and (report / "trajectory.md").exists()
+
+    # 3. rerun without faults: finished steps are skipped untouched, the failed one is retried
+    before = {s: mtimes(dirs[s]) for s in ("baseline", "separate_downsampling")}
+    out = sweep(tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert {s: mtimes(dirs[s]) for s in before} == before
+    assert "baseline already finished" in out.stdout + out.stderr
+    assert read_json(dirs["patchify_stem"] / "metrics.json")["status"] == "finished"
+    assert not (dirs["patchify_stem"] / "failed.json").exists()
+    rows = {r["step"]: r for r in csv.DictReader(open(report / "trajectory.csv"))}
+    assert all(r["status"] == "finished" for r in rows.values()) and len(rows) == 3
+
+
+def test_nan_loss_is_a_recorded_failure(imagenette, tmp_path):
+    out = sweep(tmp_path, "hydra.callbacks.report.enabled=false", fault="nan:separate_downsampling")
+    assert out.returncode == 0, out.stderr[-3000:]
+    failed = read_json(run_dirs(tmp_path)["separate_downsampling"] / "failed.json")
+    assert "loss" in failed["reason"].lower() and not (run_dirs(tmp_path)["separate_downsampling"] / "metrics.json").exists()
+    assert (run_dirs(tmp_path)["baseline"] / "metrics.json").exists()
+
+
+def test_submitit_local_launcher_runs_a_two_step_sweep(imagenette, tmp_path):
+    """The same code path as SLURM (hydra/launcher=slurm): submitit pickles the job, runs it in
+    its own process and collects the result."""
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    out = subprocess.run([sys.executable, "-m", "roadmap", "-m", "hydra/launcher=local", "step=baseline,separate_downsampling",
+                          *TINY, f"out_dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'results'}",
+                          f"data.cache_dir={tmp_path / 'cache'}", "experiment_name=sub", "hydra.launcher.cpus_per_task=1"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    root = tmp_path / "out" / "sweeps" / "sub-imagenette-smoke-resnet50"
+    for step in ("baseline", "separate_downsampling"):
+        (run_dir,) = (root / step).glob("seed0*")
+        assert read_json(run_dir / "metrics.json")["status"] == "finished"
+    assert list((root / ".submitit").glob("*/*_result.pkl"))  # submitit really ran the jobs
