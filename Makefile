@@ -1,0 +1,58 @@
+# roadmap: every target sets itself up (a .venv with torch 2.14.1 and the project, editable).
+#   make run                      train + evaluate the default step (ConvNeXt-T, smoke scale)
+#   make test                     the test suite (what CI runs)
+# Pass Hydra overrides with ARGS, e.g. make run ARGS="step=inverted_bottleneck scale=proxy"
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+SCALE  ?= smoke
+SEEDS  ?= 0
+
+.PHONY: setup run test test-all complexity sweep sweep-full ablation cmt-sweep report bench bench-loader proxy clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)            ## one step (default: separate_downsampling, imagenette, smoke) -> metrics.json
+	$(BIN)/python -m roadmap $(ARGS)
+
+test: $(STAMP)           ## the default suite (slow-marked tests excluded); WANDB offline
+	WANDB_MODE=offline $(BIN)/python -m pytest -q $(ARGS)
+
+test-all: $(STAMP)
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -m "" $(ARGS)
+
+complexity: $(STAMP)     ## results/complexity.md/.csv (both regimes) and results/complexity-cmt.md
+	$(BIN)/python -m roadmap.complexity $(ARGS)
+
+sweep: $(STAMP)          ## the main path at $(SCALE) (smoke: a few minutes on 2 cores) + report in results/
+	$(BIN)/python -m roadmap -m experiment=roadmap_path scale=$(SCALE) seed=$(SEEDS) $(ARGS)
+
+sweep-full: $(STAMP)     ## main path + kernel branches
+	$(BIN)/python -m roadmap -m experiment=roadmap_full scale=$(SCALE) seed=$(SEEDS) $(ARGS)
+
+ablation: $(STAMP)       ## leave-one-out: ConvNeXt-T with each change reverted alone
+	$(BIN)/python -m roadmap -m experiment=ablation scale=$(SCALE) seed=$(SEEDS) $(ARGS)
+
+cmt-sweep: $(STAMP)      ## the ConvNeXt -> CMT hybrid roadmap
+	$(BIN)/python -m roadmap -m experiment=convnext_to_cmt scale=$(SCALE) seed=$(SEEDS) $(ARGS)
+
+proxy: $(STAMP)          ## the recorded CPU proxy study: main path at scale=proxy (about an hour on 2 cores)
+	$(BIN)/python -m roadmap -m experiment=roadmap_path scale=proxy seed=$(SEEDS) $(ARGS)
+
+report: $(STAMP)         ## make report SWEEP=outputs/sweeps/<sweep id>
+	$(BIN)/python -m roadmap.report $(SWEEP) $(ARGS)
+
+bench: $(STAMP)          ## ours vs timm, train + infer img/s -> results/bench-cpu.md
+	$(BIN)/python -m roadmap.bench $(ARGS)
+
+clean:
+	rm -rf outputs .pytest_cache
