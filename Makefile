@@ -10,7 +10,7 @@ ARGS   ?=
 SCALE  ?= smoke
 SEEDS  ?= 0
 
-.PHONY: setup run test test-all complexity sweep sweep-full ablation cmt-sweep report bench bench-loader proxy clean
+.PHONY: setup run test test-all complexity sweep sweep-full ablation cmt-sweep report bench proxy clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -35,7 +35,7 @@ from .config import ConfigError
 from .files import atomic_write_text
 
 log = logging.getLogger(__name__)
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's, any case
 CACHE_VERSION = 1
 
 
@@ -104,7 +104,9 @@ def scan_folder(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
     samples = []
     for label, c in enumerate(classes):
         for f in sorted(os.scandir(split_dir / c), key=lambda e: e.name):
-            if f.is_file() and f.name.endswith(IMAGE_EXTS):
+            # as ImageFolder: extension compared case-insensitively, links listed even when dangling
+            # (a missing source file is then reported by the reader, not silently dropped)
+            if not f.is_dir() and f.name.lower().endswith(IMAGE_EXTS):
                 samples.append((f.path, label))
     if not samples:
         raise DataError(f"no images in {str(split_dir)!r}; expected <class>/<image>{IMAGE_EXTS[0]} files inside")
@@ -216,8 +218,12 @@ def fingerprint(samples: List[Tuple[str, int]], root: Path) -> str:
     """Hash of every file's relative path, size and mtime: any change in the source changes it."""
     h = hashlib.sha1()
     for path, y in samples:
-        st = os.stat(path)
-        h.update(f"{os.path.relpath(path, root)}\0{y}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = os.stat(path)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError:  # missing (e.g. a dangling link): part of the key, so fixing it rebuilds
+            size, mtime = -1, -1
+        h.update(f"{os.path.relpath(path, root)}\0{y}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()[:16]
 
 

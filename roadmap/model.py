@@ -145,7 +145,12 @@ class Block(nn.Module):
             x = self.act_in(self.norm_in(self.conv_in(x)))
             x = self.act_k(self.norm_k(self.conv_k(x)))
             x = self.ls(self.norm_out(self.conv_out(x)))
-        return self.act_out(self.drop_path(x) + shortcut)
+        x = self.drop_path(x)
+        if self.channels_last:
+            x = x + shortcut  # as timm's ConvNeXt block
+        else:  # in place, as timm's ResNet bottleneck: no extra activation-sized buffer per block
+            x += shortcut  # (safe: no op before it saves its output for backward)
+        return self.act_out(x)
 
 
 class Stage(nn.Module):
