@@ -614,6 +614,8 @@ def describe(rows: List[Dict[str, Any]], context: Dict[str, Any]) -> Dict[str, A
         "roadmaps": roadmaps, "ablation_mode": context["ablation_mode"],
         "endpoints": ref.get("endpoints", {}), "swin": ref.get("swin"),
         "paper_table": PAPER_TABLE.get(regime, "the paper"),
+        "paper_cite": f"Liu et al. 2022, {PAPER_TABLE.get(regime, 'the paper')}"
+                      + ("; CMT-S: Guo et al. 2022, Table 2" if "cmt" in roadmaps else ""),
         "git_commits": _uniq(r.get("git_commit") for r in fin),
         "finished_range": (finished_at[0], finished_at[-1]) if finished_at else None,
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -717,7 +719,7 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
         f"- **Dataset:** {data}",
         f"- **Scale:** `{meta['scale']}`: {img} px, width × {_join(meta['width_mult'])}, "
         f"{_join(meta['epochs'])} epoch{'s' if meta['epochs'] != [1] else ''}" + (f", global batch {_join(meta['global_batch'])}" if meta["global_batch"] else ""),
-        f"- **Regime:** `{meta['regime']}` (paper columns: Liu et al. 2022, {meta['paper_table']}, ImageNet-1K at 224 px)",
+        f"- **Regime:** `{meta['regime']}` (paper columns: {meta['paper_cite']}, ImageNet-1K at 224 px)",
         f"- **Seeds:** {_join(meta['seeds'])}",
         f"- **Device(s):** {devices}",
         f"- **Total wall time:** {wall}",
@@ -1002,7 +1004,7 @@ def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: P
         ax_p.set_axisbelow(True)
         for side in ("top", "right"):
             ax_p.spines[side].set_visible(False)
-        ax_p.set_title(f"Paper: ImageNet-1K, 224 px\n(Liu et al. 2022, {meta['paper_table']})", fontsize=10.5, loc="left")
+        ax_p.set_title(f"Paper: ImageNet-1K, 224 px\n({meta['paper_cite']})", fontsize=10.5, loc="left")
 
     ends = meta["endpoints"]
     if meta["ablation_mode"]:
