@@ -8,7 +8,10 @@ before the BatchNorm; the key/value reduction is a k x k depthwise conv with str
 a BatchNorm; q, k and v are separate linear layers; the scale is head_dim^-0.5; the relative
 position bias B (heads, N, N/k^2) is one parameter per stage, initialised from a standard normal.
 Unlike the official code (which runs only at its build size), B is resized bicubically to other
-input sizes (`RelPosBias`).
+input sizes (`RelPosBias`). Differences that change no parameter count: our LayerNorms all use
+eps 1e-6 (the official patch-embedding LayerNorms use 1e-5), and the weights are initialised by
+`ModernizableResNet.init_weights` (trunc-normal 0.02 for LayerNorm models; the official code uses
+Kaiming for convs).
 """
 from __future__ import annotations
 
