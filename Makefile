@@ -42,7 +42,7 @@ sweep-full: $(STAMP)     ## main path + kernel branches
 ablation: $(STAMP)       ## leave-one-out: ConvNeXt-T with each change reverted alone
 	$(BIN)/python -m roadmap -m experiment=ablation scale=$(SCALE) seed=$(SEEDS) $(ARGS)
 
-cmt-sweep: $(STAMP)      ## the ConvNeXt -> CMT hybrid roadmap
+cmt-sweep: $(STAMP)      ## the ConvNeXt -> CMT hybrid roadmap (8 steps, ConvNeXt-T -> CMT-S) + report in results/
 	$(BIN)/python -m roadmap -m experiment=convnext_to_cmt scale=$(SCALE) seed=$(SEEDS) $(ARGS)
 
 proxy: $(STAMP)          ## the recorded CPU proxy study: main path at scale=proxy (about an hour on 2 cores)

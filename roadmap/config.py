@@ -41,12 +41,14 @@ class ModelConfig:
     depths: List[int] = field(default_factory=lambda: [3, 4, 6, 3])  # stage_ratio: 3-3-9-3
     width: int = ranged(64, 1)                   # narrow width of stage 1 (increase_width: 96)
     width_mult: float = ranged(1.0, 0, 16, lo_open=True)  # proxy runs only (scale, not roadmap)
-    stem: str = choice("resnet", "patchify", "cmt")  # patchify_stem
+    stem: str = choice("resnet", "patchify", "cmt")  # patchify_stem; cmt: hybrid_cmt_stem
+    stem_channels: int = ranged(32, 1)           # width of CMT's three 3x3 stem convs (stem=cmt)
     # ResNeXt
     conv_groups: str = choice("dense", "depthwise")  # depthwise_conv
     # inverted bottleneck
-    block: str = choice("bottleneck", "inverted", "cmt")  # inverted_bottleneck
+    block: str = choice("bottleneck", "inverted")  # inverted_bottleneck
     expansion: int = ranged(4, 1)                # wide = expansion * narrow
+    mlp_ratio: Optional[float] = ranged(None, 0, lo_open=True)  # inverted MLP hidden = int(narrow * mlp_ratio); None: expansion
     # large kernel
     dw_position: str = choice("middle", "first")  # move_up_dwconv
     kernel_size: int = 3                         # kernel_5/7/9/11 (odd, 1..31)
@@ -55,7 +57,16 @@ class ModelConfig:
     activations: str = choice("all", "one")      # fewer_activations
     norms: str = choice("all", "one")            # fewer_norms
     norm_type: str = choice("bn", "ln")          # layer_norm
-    downsample: str = choice("in_block", "separate")  # separate_downsampling
+    downsample: str = choice("in_block", "separate", "patch_embed")  # separate_downsampling; patch_embed: CMT
+    # CMT (Guo et al. 2022) parts and the ConvNeXt -> CMT hybrid roadmap (hybrid_* steps)
+    lpu: bool = False                            # hybrid_lpu: x + DWConv3x3(x) at the start of every block
+    mlp: str = choice("mlp", "irffn")            # hybrid_irffn: the block's MLP -> CMT's IRFFN
+    mixer: List[str] = field(default_factory=lambda: ["conv"] * 4)  # per stage: conv | lmhsa (hybrid_attn_*)
+    heads: List[int] = field(default_factory=lambda: [1, 2, 4, 8])  # LMHSA heads per stage
+    attn_reduction: List[int] = field(default_factory=lambda: [8, 4, 2, 1])  # LMHSA key/value reduction k
+    rel_pos_bias: bool = False                   # hybrid_rel_pos: learnable bias B (heads, N, N/k^2) per stage
+    img_size: int = ranged(224, 16)              # build resolution: sizes B (other inputs resize it)
+    head: str = choice("linear", "conv1280")     # conv1280: CMT's 1x1 conv -> BN -> Swish -> pool -> dropout
     # regularisation, init, head
     layer_scale: float = ranged(0.0, 0)          # init of the per-channel branch gain; 0 = off
     drop_path_rate: float = ranged(0.0, 0, 1)    # stochastic depth, linear over blocks
@@ -203,12 +214,29 @@ def _check_ints(key: str, value: Any, n: Optional[int] = None, lo: int = 1) -> N
         raise ConfigError(f"{key}={value} is invalid; allowed: {what}, e.g. [3, 3, 9, 3]")
 
 
+MIXERS = ("conv", "lmhsa")
+
+
 def validate_model(m: Any, prefix: str = "model") -> None:
     _check_fields(m, ModelConfig, prefix)
     _check_ints(f"{prefix}.depths", m.depths, n=4)
     k = m.kernel_size
     if not isinstance(k, int) or k < 1 or k > 31 or k % 2 == 0:
         raise ConfigError(f"{prefix}.kernel_size={k!r} is invalid; allowed: odd integers 1..31 (the paper uses 3, 5, 7, 9, 11)")
+    mixer = list(m.mixer)
+    if len(mixer) != 4 or any(x not in MIXERS for x in mixer):
+        raise ConfigError(f"{prefix}.mixer={mixer} is invalid; allowed: 4 of {', '.join(MIXERS)} (one per stage), "
+                          f"e.g. [conv, conv, lmhsa, lmhsa]")
+    _check_ints(f"{prefix}.heads", m.heads, n=4)
+    _check_ints(f"{prefix}.attn_reduction", m.attn_reduction, n=4)
+    # the CMT parts replace pieces of an inverted block whose depthwise conv comes first
+    for key, value, on in (("mixer", mixer, "lmhsa" in mixer), ("mlp", m.mlp, m.mlp == "irffn")):
+        if on and (m.block != "inverted" or m.dw_position != "first"):
+            raise ConfigError(f"{prefix}.{key}={value!r} needs an inverted block with the depthwise conv first; "
+                              f"allowed only with block=inverted and dw_position=first")
+    if "lmhsa" in mixer and m.downsample == "in_block":
+        raise ConfigError(f"{prefix}.mixer={mixer} needs shape-preserving blocks; allowed with downsample=separate "
+                          f"or patch_embed only")
 
 
 def validate(cfg: DictConfig | Config) -> None:

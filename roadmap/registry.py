@@ -2,6 +2,10 @@
 
     import roadmap, timm
     model = timm.create_model("roadmap_inverted_bottleneck", num_classes=10)
+    model = timm.create_model("roadmap_cmt_s")   # CMT-Ti/XS/S/B: roadmap_cmt_ti, _xs, _s, _b
+
+The CMT presets' `roadmap200_` names build the same architectures (the regime sets only their
+stochastic depth); the hybrid steps start from ConvNeXt-B there.
 """
 from __future__ import annotations
 
@@ -34,11 +38,12 @@ def _entrypoint(name: str, step: str, regime: str) -> Callable[..., Any]:
                 raise ConfigError(f"{name}: unknown argument {k!r}; allowed: {', '.join(sorted(_FIELDS))}")
             overrides[k] = v
         model = build_model(step, regime=regime, **overrides)
+        size = model.cfg.img_size  # 224, or a CMT variant's native size (160/192/224/256)
         model.pretrained_cfg = model.default_cfg = {
-            "architecture": name, "num_classes": model.num_classes, "input_size": (3, 224, 224),
-            "pool_size": (7, 7), "crop_pct": 0.875, "interpolation": "bicubic",
+            "architecture": name, "num_classes": model.num_classes, "input_size": (3, size, size),
+            "pool_size": (size // 32, size // 32), "crop_pct": 0.875, "interpolation": "bicubic",
             "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225),
-            "first_conv": "stem.conv", "classifier": "head.fc"}
+            "first_conv": "stem.conv1" if model.cfg.stem == "cmt" else "stem.conv", "classifier": "head.fc"}
         return model
 
     create.__name__ = name

@@ -614,6 +614,12 @@ def describe(rows: List[Dict[str, Any]], context: Dict[str, Any]) -> Dict[str, A
         "roadmaps": roadmaps, "ablation_mode": context["ablation_mode"],
         "endpoints": ref.get("endpoints", {}), "swin": ref.get("swin"),
         "paper_table": PAPER_TABLE.get(regime, "the paper"),
+        "paper_cite": f"Liu et al. 2022, {PAPER_TABLE.get(regime, 'the paper')}"
+                      + ("; CMT-S: Guo et al. 2022, Table 2" if "cmt" in roadmaps else ""),
+        "paper_cite_short": "Liu et al. 2022; Guo et al. 2022" if "cmt" in roadmaps
+                            else f"Liu et al. 2022, {PAPER_TABLE.get(regime, 'the paper')}",
+        "other_endpoints": next((_regime_ref(r, regime).get("endpoints") for r in roadmaps
+                                 if r not in (MAIN_ROADMAP, "other") and _regime_ref(r, regime).get("endpoints")), None),
         "git_commits": _uniq(r.get("git_commit") for r in fin),
         "finished_range": (finished_at[0], finished_at[-1]) if finished_at else None,
         "generated": _dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
@@ -698,7 +704,9 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
     title = "Leave-one-out ablation" if meta["ablation_mode"] else \
         f"{ends.get('start', 'ResNet')} → {ends.get('end', 'ConvNeXt')} trajectory"
     if any(r != MAIN_ROADMAP for r in meta["roadmaps"]):
-        title = "Roadmap trajectory (" + ", ".join(meta["roadmaps"]) + ")"
+        other = meta.get("other_endpoints")
+        title = f"{other['start']} → {other['end']} trajectory" if other else \
+            "Roadmap trajectory (" + ", ".join(meta["roadmaps"]) + ")"
     img = _join(meta["img_size"])
     devices = ", ".join(f"{d} ({n} runs)" for d, n in meta["devices"].most_common()) or "—"
     data = meta["dataset"]
@@ -717,7 +725,7 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
         f"- **Dataset:** {data}",
         f"- **Scale:** `{meta['scale']}`: {img} px, width × {_join(meta['width_mult'])}, "
         f"{_join(meta['epochs'])} epoch{'s' if meta['epochs'] != [1] else ''}" + (f", global batch {_join(meta['global_batch'])}" if meta["global_batch"] else ""),
-        f"- **Regime:** `{meta['regime']}` (paper columns: Liu et al. 2022, {meta['paper_table']}, ImageNet-1K at 224 px)",
+        f"- **Regime:** `{meta['regime']}` (paper columns: {meta['paper_cite']}, ImageNet-1K at 224 px)",
         f"- **Seeds:** {_join(meta['seeds'])}",
         f"- **Device(s):** {devices}",
         f"- **Total wall time:** {wall}",
@@ -1002,13 +1010,15 @@ def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: P
         ax_p.set_axisbelow(True)
         for side in ("top", "right"):
             ax_p.spines[side].set_visible(False)
-        ax_p.set_title(f"Paper: ImageNet-1K, 224 px\n(Liu et al. 2022, {meta['paper_table']})", fontsize=10.5, loc="left")
+        ax_p.set_title(f"Paper: ImageNet-1K, 224 px\n({meta['paper_cite_short']})", fontsize=10.5, loc="left")
 
     ends = meta["endpoints"]
     if meta["ablation_mode"]:
         suptitle = "Leave-one-out ablation: ConvNeXt with each change reverted alone"
     elif any(r != MAIN_ROADMAP for r in meta["roadmaps"]):
-        suptitle = "Roadmap trajectory (" + ", ".join(meta["roadmaps"]) + ")"
+        other = meta.get("other_endpoints")
+        suptitle = f"{other['start']} → {other['end']}, step by step" if other else \
+            "Roadmap trajectory (" + ", ".join(meta["roadmaps"]) + ")"
     else:
         suptitle = f"Modernizing a ConvNet: {ends.get('start', 'ResNet')} → {ends.get('end', 'ConvNeXt')}, step by step"
     fig.suptitle(suptitle, fontsize=13, fontweight="bold", x=0.01, ha="left", y=1 - 0.12 / height)
