@@ -227,6 +227,10 @@ class Stage(nn.Module):
                 raise ConfigError(f"model.heads={list(cfg.heads)} does not divide stage {index + 1}'s width "
                                   f"{out_dim}; allowed: heads that divide every attention stage's width")
             side = stage_grid(cfg.img_size, index)
+            if side % self.reduction:
+                raise ConfigError(f"model.attn_reduction={list(cfg.attn_reduction)} does not divide stage {index + 1}'s "
+                                  f"feature size {side} at model.img_size={cfg.img_size}; allowed: reductions that "
+                                  f"divide each attention stage's feature size (img_size / {4 * 2 ** index} here)")
             if cfg.rel_pos_bias and side // self.reduction < 1:
                 raise ConfigError(f"model.img_size={cfg.img_size} leaves stage {index + 1} no keys after "
                                   f"reduction {self.reduction}; allowed: img_size >= {4 * 2 ** index * self.reduction}")

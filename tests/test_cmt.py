@@ -203,6 +203,8 @@ def test_entry_points_build_cmt():
     (dict(heads=[1, 2, 4]), "model.heads", "4 integers"),
     (dict(attn_reduction=[8, 4, 2, 0]), "model.attn_reduction", "4 integers >= 1"),
     (dict(heads=[3, 2, 4, 8]), "model.heads", "divide"),
+    (dict(attn_reduction=[3, 4, 2, 1]), "model.attn_reduction", "divide"),  # 56 px grid, k = 3
+    (dict(img_size=200), "model.attn_reduction", "divide"),  # stage 1 grid 50, k = 8
     (dict(mlp_ratio=0.0), "model.mlp_ratio", "(0"),
 ])
 def test_invalid_cmt_options_fail_with_one_clear_line(overrides, key, allowed):

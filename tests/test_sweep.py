@@ -92,3 +92,22 @@ def test_submitit_local_launcher_runs_a_two_step_sweep(imagenette, tmp_path):
         (run_dir,) = (root / step).glob("seed0*")
         assert read_json(run_dir / "metrics.json")["status"] == "finished"
     assert list((root / ".submitit").glob("*/*_result.pkl"))  # submitit really ran the jobs
+
+
+def test_convnext_to_cmt_roadmap_runs_at_smoke_scale_with_its_report(imagenette, tmp_path):
+    """The hybrid roadmap (issue 6) through the same sweep and report: all 8 steps finish."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    cmd = [sys.executable, "-m", "roadmap", "-m", "experiment=convnext_to_cmt", *TINY, "scale.epochs=1",
+           f"out_dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'results'}", f"data.cache_dir={tmp_path / 'cache'}"]
+    out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    reports = list((tmp_path / "results").glob("*/trajectory.csv"))
+    assert len(reports) == 1 and reports[0].parent.name.endswith("convnext_to_cmt"), reports
+    rows = list(csv.DictReader(open(reports[0])))
+    steps = ["separate_downsampling", "hybrid_cmt_stem", "hybrid_lpu", "hybrid_irffn", "hybrid_attn_s34",
+             "hybrid_attn_all", "hybrid_rel_pos", "hybrid_cmt_s"]
+    assert [r["step"] for r in rows] == steps  # roadmap order
+    assert all(r["status"] == "finished" for r in rows)
+    flops = {r["step"]: float(r["gflops_224"]) for r in rows}
+    assert flops["hybrid_attn_all"] == pytest.approx(6.350, abs=0.002)  # attention matmuls counted
+    assert flops["hybrid_cmt_s"] == pytest.approx(4.087, abs=0.002)
