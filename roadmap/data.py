@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,13 @@ def fingerprint(samples: List[Tuple[str, int]], root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _pool_worker_init() -> None:
+    # A forked worker inherits its parent's signal handlers; under submitit (SLURM / local launcher)
+    # that handler ignores SIGTERM, and Pool.terminate() would then wait forever for the worker.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
+
+
 def _decode_resized(args: Tuple[str, int]) -> Optional[np.ndarray]:
     """Shorter side -> size (bicubic, antialiased), centre crop size x size; None if unreadable."""
     path, size = args
@@ -289,7 +297,8 @@ def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: 
         skipped: List[str] = []
         n = 0
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-        with ctx.Pool(max(1, workers)) as pool:
+        pool = ctx.Pool(max(1, workers), initializer=_pool_worker_init)
+        try:
             for (path, y), img in zip(samples, pool.imap(_decode_resized, [(p, size) for p, _ in samples], chunksize=64)):
                 if img is None:
                     skipped.append(os.path.relpath(path, split_dir))
@@ -297,6 +306,12 @@ def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: 
                     continue
                 arr[n], labels[n] = img, y
                 n += 1
+            pool.close()  # workers exit on their own: no SIGTERM needed
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
         arr.flush()
         del arr
         if n < len(samples):  # shrink to the readable images
@@ -306,6 +321,8 @@ def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: 
             os.replace(tmp_img.with_suffix(".tmp.npy"), tmp_img)
         np.save(tmp_lab, labels[:n])
         for old in cache_dir.glob(f"{stem}-v*.json"):  # an older cache of another source or version
+            if old == meta_path:  # the same cache, built meanwhile by a concurrent run: replaced atomically
+                continue
             for f in (old, old.with_suffix(".npy"), old.with_suffix(".labels.npy")):
                 f.unlink(missing_ok=True)
         os.replace(tmp_img, cache_dir / f"{key}.npy")
