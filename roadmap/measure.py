@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 import warnings
@@ -26,10 +27,7 @@ def sdpa_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     q, k, v = (get_shape(x) for x in inputs[:3])
     *batch, n, d = q
     m, dv = k[-2], v[-1]
-    b = 1
-    for s in batch:
-        b *= s
-    return b * n * m * (d + dv)
+    return math.prod(batch) * n * m * (d + dv)
 
 
 @torch.no_grad()
