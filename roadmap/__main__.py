@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from .config import (Config, ConfigError, DataConfig, LoggerConfig, ModelConfig, RecipeConfig, RegimeConfig,
                      ScaleConfig, register_configs)
 from .files import write_json
+from .launch import check_n_jobs
 from .steps import check_choice
 
 log = logging.getLogger("roadmap")
@@ -49,6 +50,8 @@ def precheck(argv: List[str]) -> None:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, _, value = arg.lstrip("+~").partition("=")
+        if key == "hydra.launcher.n_jobs":
+            check_n_jobs(value)
         if key.startswith("hydra") or key.startswith("/"):
             continue
         if key in GROUPS:

@@ -139,9 +139,10 @@ class ScaleConfig:
     max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
     max_val_samples: Optional[int] = None
     workers: int = ranged(2, 0)
+    threads: Optional[int] = ranged(None, 1)    # CPU threads of this run (None: OMP_NUM_THREADS, else all cores)
     device: str = "auto"                        # auto | cpu | cuda
-    amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU
-    channels_last: str = choice("auto", "on", "off")
+    amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU (measured: README "Speed")
+    channels_last: str = choice("auto", "on", "off")  # auto: on for CUDA; on CPU for NCHW-block models only
     compile: bool = False
     eval_every: int = ranged(1, 1)
 
