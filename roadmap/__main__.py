@@ -26,7 +26,7 @@ from .config import (Config, ConfigError, DataConfig, LoggerConfig, ModelConfig,
                      ScaleConfig, register_configs)
 from .files import write_json
 from .launch import check_n_jobs
-from .steps import check_choice
+from .steps import check_choice, option_names
 
 log = logging.getLogger("roadmap")
 
@@ -64,6 +64,10 @@ def precheck(argv: List[str]) -> None:
             names = [f.name for f in dataclasses.fields(SCHEMAS[node])]
             if field.split(".")[0] not in names:
                 raise ConfigError(f"{key} is not an option; allowed {node}.*: {', '.join(names)}")
+            if key.startswith("scale.lr_mult."):
+                recipes = option_names("recipe")
+                if key.split(".")[2] not in recipes:
+                    raise ConfigError(f"{key} is not an option; allowed scale.lr_mult.*: {', '.join(recipes)}")
         elif key not in TOP_KEYS:
             raise ConfigError(f"{key} is not an option; allowed: {', '.join(sorted(TOP_KEYS | set(SCHEMAS)))} "
                               f"and the groups {', '.join(GROUPS)}")

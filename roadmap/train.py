@@ -145,9 +145,11 @@ def schedule_lengths(cfg: Any, updates_per_epoch: int) -> Dict[str, Any]:
 
 
 def learning_rate(recipe: Any, scale: Any, global_batch: int) -> float:
-    """The recipe's lr scaled to the global batch, linearly (the paper) or by the square root."""
+    """The recipe's lr scaled to the global batch, linearly (the paper) or by the square root, times the
+    scale's multiplier for this recipe (a proxy's lr, chosen once per recipe; 1 when absent)."""
     ratio = global_batch / recipe.lr_base_batch
-    return recipe.lr * (ratio if scale.lr_scaling == "linear" else math.sqrt(ratio))
+    mult = float((scale.get("lr_mult") or {}).get(recipe.name, 1.0)) if hasattr(scale, "get") else 1.0
+    return recipe.lr * (ratio if scale.lr_scaling == "linear" else math.sqrt(ratio)) * mult
 
 
 def build_optimizer(model: nn.Module, recipe: Any, lr: float) -> torch.optim.Optimizer:
