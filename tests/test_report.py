@@ -318,6 +318,10 @@ def test_wandb_offline_summary_run(sweep: Path, tmp_path: Path, monkeypatch: pyt
     assert stored["summary"]["trajectory/_type"] == "table-file"  # the wandb.Table, one row per step
     assert stored["summary"]["trajectory/nrows"] == len(TOP1) + 2
     assert "_wandb/visualize/trajectory_top1" in stored["config"]  # the bar chart (wandb.plot.bar)
+    for stem in ("trajectory", "learning_curves", "cost_accuracy"):  # every figure as an image
+        assert stored["summary"][f"{stem}_chart/_type"] == "image-file", stem
+    assert stored["summary"]["big_steps_of"] == 8 and stored["summary"]["gain_se"] == pytest.approx(0.0)
+    assert stored["summary"]["paper_arch_gain"] == pytest.approx(81.97 - 78.82)
     # the report dir does not become a run dir of the next report
     assert {r["step"] for r in report.collect(sweep)} == set(TOP1) | {FAILED, RUNNING}
 
@@ -351,7 +355,9 @@ def test_callback_is_registered_in_the_config() -> None:
     node = cfg.hydra.callbacks.report
     assert node._target_ == "roadmap.report.ReportCallback"
     cb = instantiate(node)
-    assert isinstance(cb, report.ReportCallback) and cb.enabled is False
+    assert isinstance(cb, report.ReportCallback) and cb.enabled is False and cb.metric == "last"
+    assert isinstance(instantiate(cfg.hydra.callbacks.keep_runs), report.KeepRunCallback)
+    assert cfg.keep_runs is False and "keep_runs" in cfg.hydra.job.config.override_dirname.exclude_keys
 
 
 def test_sweep_wide_overrides_are_not_variants(tmp_path: Path) -> None:
@@ -595,6 +601,11 @@ def test_report_rebuilds_from_a_results_study(sweep: Path, tmp_path: Path) -> No
     # the same runs from the sweep and the study are counted once
     both = {r["step"]: r for r in report.collect([sweep, study])}
     assert both["stage_ratio"]["n"] == 3 and both["baseline"]["n"] == 4
+    # the sweep's report into its default folder, the study: it covers the runs kept there too
+    out = report.write_report(sweep, wandb_mode="disabled", results_dir=tmp_path / "results")
+    assert out == study
+    merged = {r["step"]: r for r in read_csv(study / "trajectory.csv")}
+    assert merged["baseline"]["n"] == "4" and merged[FAILED]["state"] == "failed"  # the sweep's failures stay visible
 
 
 def test_keep_run_callback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -28,8 +28,10 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
 
     out_dir defaults to the study folder itself when `sweep_dir` is one results study (it holds
     `runs/`: the report is rebuilt in place), else to `<results_dir>/<dataset>-<scale>[-suffix]`
-    (results_dir: the sweep's `results_dir` config key, else 'results'). metric: 'last' (the last
-    epoch's top-1) or 'best' (the best evaluated epoch's)."""
+    (results_dir: the sweep's `results_dir` config key, else 'results'); when that default folder
+    holds kept runs (`runs/`), they join the report, so a study's report always covers all of them
+    (the same run kept and in the sweep counts once). metric: 'last' (the last epoch's top-1) or
+    'best' (the best evaluated epoch's)."""
     if wandb_mode not in WANDB_MODES:
         raise ValueError(f"wandb_mode={wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
     rows, context = collect_with_context(sweep_dir, metric)
@@ -47,6 +49,12 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
             results_dir = results_dir or get(context["plan_config"], "results_dir") or \
                 get(meta["config"], "results_dir") or "results"
             out_dir = default_out_dir(rows, meta, results_dir)
+            if is_study(out_dir) and all(Path(out_dir).resolve() != d.resolve() for d in inputs):
+                # the study's report covers every run kept in it, not only this sweep's
+                log.info("report: %s holds kept runs; the report covers them and the sweep's", out_dir)
+                rows, context = collect_with_context([*inputs, Path(out_dir)], metric)
+                meta = describe(rows, context)
+                summary = summarize(rows, context["regime"], metric)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "trajectory.csv", csv_rows(rows), FIELDS)

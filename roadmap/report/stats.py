@@ -105,7 +105,10 @@ def big_step_scores(rows: List[Dict[str, Any]], regime: Optional[str] = None) ->
     """Our paired Δ on each of the paper's big steps, its SE, beyond 2 SE, sign agreement."""
     regime = regime or _regime_of(rows)
     by_step = {r["step"]: r for r in rows if not r["variant"] and r["ablation"] == "none"}
-    roadmaps = {r["roadmap"] for r in by_step.values()}
+    # the roadmaps this report follows: two or more of their main-path steps among the rows (the
+    # ConvNeXt -> CMT report starts at separate_downsampling: the ResNet path's big steps are not its own)
+    roadmaps = {m for m in {r["roadmap"] for r in by_step.values()}
+                if sum(s in by_step for s in main_path(m)) >= 2}
     out: List[Dict[str, Any]] = []
     for roadmap in sorted(roadmaps):
         for bs in big_steps(regime, roadmap):
