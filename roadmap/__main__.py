@@ -34,6 +34,7 @@ GROUPS = ("step", "regime", "recipe", "data", "scale", "logger", "experiment", "
 SCHEMAS = {"model": ModelConfig, "recipe": RecipeConfig, "data": DataConfig, "scale": ScaleConfig,
            "logger": LoggerConfig, "regime": RegimeConfig}
 TOP_KEYS = {f.name for f in dataclasses.fields(Config)}
+BOOLS = {"true", "false", "yes", "no", "on", "off", "y", "n", "1", "0"}  # what OmegaConf reads as a bool
 
 
 def _variant(override_dirname: str) -> str:
@@ -71,6 +72,10 @@ def precheck(argv: List[str]) -> None:
         elif key not in TOP_KEYS:
             raise ConfigError(f"{key} is not an option; allowed: {', '.join(sorted(TOP_KEYS | set(SCHEMAS)))} "
                               f"and the groups {', '.join(GROUPS)}")
+        ftype = next((f.type for f in dataclasses.fields(SCHEMAS.get(node, Config))
+                      if f.name == (field if node in SCHEMAS else key)), None)
+        if ftype in (bool, "bool") and any(v.strip().lower() not in BOOLS for v in value.split(",")):
+            raise ConfigError(f"{key}={value} is invalid; allowed: true, false")
 
 
 def _is_multirun() -> bool:

@@ -186,6 +186,7 @@ class Config:
     experiment_name: str = "adhoc"              # set by conf/experiment/*.yaml
     sweep_id: Optional[str] = None              # groups a sweep's runs (folder, W&B group)
     results_dir: str = "results"                # where sweep reports go (results/<name>/)
+    keep_runs: bool = False                     # copy each finished run's metrics.json, history.csv, config.yaml to results_dir/<study>/runs/
     init_from: Optional[str] = None             # start from these weights (a last.pt or a state dict)
 
 

@@ -44,7 +44,7 @@ from .tracking import Tracker
 log = logging.getLogger("roadmap")
 
 # Keys that may change between an interrupted run and its resumption (they do not change results).
-NOT_IDENTITY = ("logger", "scale.workers", "data.root", "data.cache_dir", "out_dir", "sweep_id")
+NOT_IDENTITY = ("logger", "scale.workers", "data.root", "data.cache_dir", "out_dir", "sweep_id", "results_dir", "keep_runs")
 
 
 class NonFiniteLoss(RuntimeError):

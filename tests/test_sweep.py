@@ -80,18 +80,32 @@ def test_nan_loss_is_a_recorded_failure(imagenette, tmp_path):
 
 def test_submitit_local_launcher_runs_a_two_step_sweep(imagenette, tmp_path):
     """The same code path as SLURM (hydra/launcher=slurm): submitit pickles the job, runs it in
-    its own process and collects the result."""
+    its own process and collects the result. keep_runs=true: each job copies its finished run
+    into results/<study>/runs/ from that process, and the report is rebuilt from there alone."""
+    from roadmap import report
+
     env = {**os.environ, "WANDB_MODE": "offline"}
     out = subprocess.run([sys.executable, "-m", "roadmap", "-m", "hydra/launcher=local", "step=baseline,separate_downsampling",
                           *TINY, f"out_dir={tmp_path / 'out'}", f"results_dir={tmp_path / 'results'}",
-                          f"data.cache_dir={tmp_path / 'cache'}", "experiment_name=sub", "hydra.launcher.cpus_per_task=1"],
+                          f"data.cache_dir={tmp_path / 'cache'}", "experiment_name=sub", "hydra.launcher.cpus_per_task=1",
+                          "keep_runs=true"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     root = tmp_path / "out" / "sweeps" / "sub-imagenette-smoke-resnet50"
+    study = tmp_path / "results" / "imagenette-smoke"
     for step in ("baseline", "separate_downsampling"):
         (run_dir,) = (root / step).glob("seed0*")
         assert read_json(run_dir / "metrics.json")["status"] == "finished"
+        kept = study / "runs" / step / run_dir.name
+        assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "history.csv", "metrics.json"]
+        assert (kept / "history.csv").read_bytes() == (run_dir / "history.csv").read_bytes()
     assert list((root / ".submitit").glob("*/*_result.pkl"))  # submitit really ran the jobs
+    assert not list(study.rglob("*.pt"))
+    swept = {r["step"]: r for r in csv.DictReader(open(study / "trajectory.csv"))}
+    assert report.main([str(study), "--wandb", "disabled"]) == 0  # rebuilt in place from runs/ alone
+    rebuilt = {r["step"]: r for r in csv.DictReader(open(study / "trajectory.csv"))}
+    assert {s: r["top1_mean"] for s, r in rebuilt.items()} == {s: r["top1_mean"] for s, r in swept.items()}
+    assert (study / "learning_curves.png").is_file() and (study / "cost_accuracy.png").is_file()
 
 
 def test_convnext_to_cmt_roadmap_runs_at_smoke_scale_with_its_report(imagenette, tmp_path):

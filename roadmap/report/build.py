@@ -1,0 +1,75 @@
+"""write_report: runs -> rows -> scores -> files (csv, md, figures, summary.json) -> W&B run."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from ..files import atomic_write_text, write_csv, write_json
+from .collect import _as_list, collect_with_context, describe
+from .paper import get
+from .plots import plot_all
+from .render import FIELDS, csv_rows, render_markdown
+from .results import default_out_dir, is_study
+from .stats import summarize
+from .wandb_run import log_wandb
+
+log = logging.getLogger("roadmap")
+
+PathLike = Union[str, Path]
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Optional[PathLike] = None,
+                 wandb_mode: str = "offline", results_dir: Optional[PathLike] = None, command: str = "",
+                 wandb_dir: Optional[PathLike] = None, metric: str = "last") -> Path:
+    """Collect a sweep (or several, or a results study), write trajectory.{csv,md,png,svg},
+    learning_curves.{png,svg}, cost_accuracy.{png,svg} and summary.json; return the output dir.
+
+    out_dir defaults to the study folder itself when `sweep_dir` is one results study (it holds
+    `runs/`: the report is rebuilt in place), else to `<results_dir>/<dataset>-<scale>[-suffix]`
+    (results_dir: the sweep's `results_dir` config key, else 'results'); when that default folder
+    holds kept runs (`runs/`), they join the report, so a study's report always covers all of them
+    (the same run kept and in the sweep counts once). metric: 'last' (the last epoch's top-1) or
+    'best' (the best evaluated epoch's)."""
+    if wandb_mode not in WANDB_MODES:
+        raise ValueError(f"wandb_mode={wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
+    rows, context = collect_with_context(sweep_dir, metric)
+    if not rows:
+        raise FileNotFoundError(f"no run directories (metrics.json / failed.json / last.pt) under "
+                                f"{', '.join(map(str, context['sweep_dirs']))} and no multirun.yaml listing steps")
+    meta = describe(rows, context)
+    summary = summarize(rows, context["regime"], metric)
+    inputs = _as_list(sweep_dir)
+    study_input = len(inputs) == 1 and is_study(inputs[0])
+    if out_dir is None:
+        if study_input:
+            out_dir = inputs[0]
+        else:
+            results_dir = results_dir or get(context["plan_config"], "results_dir") or \
+                get(meta["config"], "results_dir") or "results"
+            out_dir = default_out_dir(rows, meta, results_dir)
+            if is_study(out_dir) and all(Path(out_dir).resolve() != d.resolve() for d in inputs):
+                # the study's report covers every run kept in it, not only this sweep's
+                log.info("report: %s holds kept runs; the report covers them and the sweep's", out_dir)
+                rows, context = collect_with_context([*inputs, Path(out_dir)], metric)
+                meta = describe(rows, context)
+                summary = summarize(rows, context["regime"], metric)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_csv(out_dir / "trajectory.csv", csv_rows(rows), FIELDS)
+    figures = plot_all(rows, meta, out_dir)
+    atomic_write_text(out_dir / "trajectory.md", render_markdown(rows, summary, meta, command, figures))
+    info = {k: meta[k] for k in ("dataset", "scale", "regime", "seeds", "sweep_dirs", "experiment", "generated")}
+    info.update({"devices": dict(meta["devices"]), "wall_seconds": round(meta["wall_seconds"], 1),
+                 "img_size": meta["img_size"], "width_mult": meta["width_mult"], "epochs": meta["epochs"]})
+    write_json(out_dir / "summary.json", {**summary, "sweep": info, "figures": [f"{f}.png" for f in figures]})
+    if wandb_mode != "disabled":
+        if wandb_dir is None and study_input:  # never inside a committed results folder
+            wandb_dir = Path(get(meta["config"], "out_dir") or "outputs") / "reports" / out_dir.name
+        try:
+            where = log_wandb(rows, summary, meta, out_dir, wandb_mode, wandb_dir, figures)
+            log.info("report: W&B %s run in %s", wandb_mode, where)
+        except Exception as e:  # the files are written; W&B is a convenience
+            log.warning("report: W&B logging failed (%s: %s); files are in %s", type(e).__name__, e, out_dir)
+    return out_dir
