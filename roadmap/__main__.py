@@ -98,8 +98,10 @@ def _hydra_main(cfg: DictConfig) -> Any:
             print(f"error: {e}", file=sys.stderr)
             _remove_empty(run_dir)
             sys.exit(2)
-        if not isinstance(e, RunRefused):
-            _record_failure(run_dir, cfg, e)
+        if isinstance(e, RunRefused):  # another config or another live writer: nothing of ours to record
+            log.error("step %s refused: %s", cfg.step, e)
+            return None
+        _record_failure(run_dir, cfg, e)
     except Exception as e:
         _record_failure(run_dir, cfg, e)
         if not multirun:

@@ -239,6 +239,9 @@ def load_checkpoint(run_dir: Path) -> Tuple[Optional[Dict[str, Any]], Optional[P
     run_dir = Path(run_dir)
     present = [p for p in (run_dir / LAST, run_dir / PREV) if p.exists()]
     errors: List[str] = []
+    if present and present[0].name == PREV:  # killed between the two renames of save_checkpoint
+        errors.append(f"{LAST} (missing)")
+        log.warning("checkpoint %s is missing (the run stopped while replacing it)", run_dir / LAST)
     for path in present:
         try:
             state = _load(path)

@@ -672,7 +672,8 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
         if epoch + 1 == epochs or (epoch + 1) % cfg.scale.eval_every == 0:
             ev = evaluate(model, data.val, env)
             if ema is not None:  # the EMA weights, evaluated like the raw ones (official ConvNeXt: --model_ema_eval)
-                ev.update({f"ema_{k}": v for k, v in evaluate(ema.module, data.val, env).items() if k in ("top1", "top5")})
+                ev.update({f"ema_{k}": v for k, v in evaluate(ema.module, data.val, env).items()
+                           if k in ("top1", "top5", "val_loss")})
         row = {"epoch": epoch + 1, **{k: round(v, 6) if isinstance(v, float) else v for k, v in {**tr, **ev}.items()}}
         history.append(row)
         ck_path = checkpoint(epoch + 1, None, num_updates)
@@ -751,7 +752,8 @@ def _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batc
         "status": "finished",
         "top1": final["top1"], "top5": final["top5"], "val_loss": final["val_loss"],
         **best_and_last(history),
-        **({"ema_top1": final["ema_top1"], "ema_top5": final["ema_top5"]} if "ema_top1" in final else {}),
+        **({"ema_top1": final["ema_top1"], "ema_top5": final["ema_top5"], "ema_val_loss": final.get("ema_val_loss")}
+           if "ema_top1" in final else {}),
         **(best_and_last(history, "ema_") if "ema_top1" in final else {}),
         "train_loss": final["train_loss"], "epochs": epochs, "epochs_done": len(history),
         "params": params, "gflops": round(gflops_train, 4), "img_size": cfg.scale.img_size,
