@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -88,6 +89,7 @@ def _is_multirun() -> bool:
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> Any:
+    from .rundir import Preempted, stop_requested
     from .train import RunRefused, run
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
@@ -96,15 +98,22 @@ def _hydra_main(cfg: DictConfig) -> Any:
         metrics = run(cfg, run_dir)
         if os.environ.get("RANK", "0") == "0":
             print(f"metrics: {run_dir / 'metrics.json'}  (top-1 {metrics['top1']:.2f})", flush=True)
+        if stop_requested() is not None:  # the signal came while the run was finishing: stop the sweep here
+            _stop(stop_requested(), run_dir)
         return metrics
     except KeyboardInterrupt:
         raise
+    except Preempted as e:
+        _stop(e.signum, run_dir)
     except ConfigError as e:
         if not multirun:
             print(f"error: {e}", file=sys.stderr)
+            _remove_empty(run_dir)
             sys.exit(2)
-        if not isinstance(e, RunRefused):
-            _record_failure(run_dir, cfg, e)
+        if isinstance(e, RunRefused):  # another config or another live writer: nothing of ours to record
+            log.error("step %s refused: %s", cfg.step, e)
+            return None
+        _record_failure(run_dir, cfg, e)
     except Exception as e:
         _record_failure(run_dir, cfg, e)
         if not multirun:
@@ -113,6 +122,39 @@ def _hydra_main(cfg: DictConfig) -> Any:
             sys.exit(1)
     log.error("step %s failed; the sweep goes on (details: %s)", cfg.step, run_dir / "failed.json")
     return None
+
+
+def _stop(signum: int, run_dir: Path) -> None:
+    """After a stop signal and its checkpoint: under submitit (hydra/launcher=slurm|local) hand over
+    to submitit's own handler, which pickles the job again (the launcher's `checkpoint()`) and
+    requeues it; otherwise exit with EXIT_PREEMPTED. Either way this process ends here."""
+    from .rundir import EXIT_PREEMPTED, signal_name, stop_signals, submitit_requeue_handler, submitit_signal
+
+    requeue = submitit_requeue_handler()
+    for sig in stop_signals():  # a second signal (SLURM sends SIGTERM, then USR2) must not requeue twice
+        signal.signal(sig, signal.SIG_IGN)
+    if requeue is not None:
+        log.warning("stopped by %s: requeueing through submitit; the job resumes from %s", signal_name(signum),
+                    run_dir / "last.pt")
+        requeue(submitit_signal(), None)  # exits (requeued), or raises if the job may not be requeued
+    if os.environ.get("RANK", "0") == "0":
+        print(f"stopped by {signal_name(signum)}; checkpoint in {run_dir}; rerun the same command to resume "
+              f"(exit status {EXIT_PREEMPTED})", file=sys.stderr, flush=True)
+    sys.exit(EXIT_PREEMPTED)
+
+
+def _remove_empty(run_dir: Path) -> None:
+    """A refused single run leaves nothing: remove the folders Hydra made for it if they are empty."""
+    if os.environ.get("RANK", "0") != "0":
+        return
+    stop = Path.cwd().resolve()
+    d = run_dir.resolve()
+    while d != stop and stop in d.parents:
+        try:
+            d.rmdir()
+        except OSError:
+            return
+        d = d.parent
 
 
 def _record_failure(run_dir: Path, cfg: DictConfig, e: BaseException) -> None:

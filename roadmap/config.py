@@ -74,6 +74,8 @@ class ModelConfig:
     init: str = choice("auto", "resnet", "convnext")  # auto: resnet for BN models, else convnext
     num_classes: int = ranged(1000, 1)
     in_chans: int = ranged(3, 1)
+    zero_init_last: bool = True                  # zero the last BN of each BN block's branch (timm's resnet50; the
+                                                 # classic recipe turns it off: torchvision's ResNet-50 did not)
 
 
 
@@ -92,7 +94,7 @@ class RecipeConfig:
     no_wd_norm_bias: bool = False               # no decay on norms, biases, layer-scale gammas
     epochs: int = ranged(90, 1)
     sched: str = choice("step", "cosine")
-    decay_milestones: List[int] = field(default_factory=lambda: [30, 60, 80])
+    decay_milestones: List[int] = field(default_factory=lambda: [30, 60])
     decay_rate: float = ranged(0.1, 0, 1)
     warmup_epochs: float = ranged(0, 0)
     warmup_lr: float = ranged(1e-6, 0)
@@ -111,6 +113,8 @@ class RecipeConfig:
     ema: bool = False
     ema_decay: float = ranged(0.9999, 0, 1)
     grad_clip: Optional[float] = None
+    eval_interpolation: str = choice("bicubic", "bilinear")  # eval resize (torchvision: bilinear; ConvNeXt: bicubic)
+    zero_init_last: bool = True                 # feeds model.zero_init_last
 
 
 @dataclass
@@ -123,6 +127,8 @@ class DataConfig:
     cache: bool = True                          # prepared uint8 tensor cache (fast path, issue 5)
     cache_dir: Optional[str] = None             # default: <root>/../.roadmap-cache or ~/.cache
     synthetic_size: int = ranged(512, 1)
+    val_labels: Optional[str] = None            # imagenet, flat val/: LOC_val_solution.csv or the devkit's
+                                                # ILSVRC2012_validation_ground_truth.txt (default: found under root)
 
 
 @dataclass
@@ -147,6 +153,8 @@ class ScaleConfig:
     channels_last: str = choice("auto", "on", "off")  # auto: on for CUDA; on CPU for NCHW-block models only
     compile: bool = False
     eval_every: int = ranged(1, 1)
+    checkpoint_every_min: Optional[float] = ranged(15.0, 0, lo_open=True)  # also inside epochs; null: epoch ends only
+    imagenet_only: bool = False                 # refuse any dataset but ImageNet-1k (scale=paper sets it)
 
 
 @dataclass
@@ -260,6 +268,15 @@ def validate(cfg: DictConfig | Config) -> None:
             raise ConfigError(f"scale.lr_mult.{name}={mult!r} is out of range; allowed: (0, inf)")
     if cfg.scale.global_batch is not None and cfg.scale.global_batch % cfg.scale.batch_size:
         raise ConfigError(f"scale.global_batch={cfg.scale.global_batch} is not a multiple of scale.batch_size={cfg.scale.batch_size}")
+    check_scale_data(cfg)
+
+
+def check_scale_data(cfg: Any) -> None:
+    """scale=paper means ImageNet-1k: its schedule on another dataset is not the paper's experiment."""
+    if getattr(cfg.scale, "imagenet_only", False) and cfg.data.name != "imagenet":
+        raise ConfigError(f"scale={cfg.scale.name} trains on ImageNet-1k, not data={cfg.data.name}; use data=imagenet "
+                          f"data.root=/path/to/imagenet (or scale.imagenet_only=false to run this schedule on "
+                          f"{cfg.data.name} anyway)")
 
 
 def to_container(cfg: DictConfig) -> dict:

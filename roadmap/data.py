@@ -10,6 +10,12 @@ of loader workers, and a resumed run sees exactly the images an uninterrupted ru
 
 Corrupt images are skipped with a warning and counted (`skipped_files` in metrics.json): the cache
 finds them when it decodes everything once; the JPEG loader finds them when it first reads them.
+
+ImageNet-1k (`data=imagenet`) is read in the layouts people keep: ImageFolder train/ and val/; a
+flat val/ with the devkit's ILSVRC2012_validation_ground_truth.txt and its meta.mat (the devkit's
+own class ids, mapped to WordNet ids); a flat val/ with Kaggle's LOC_val_solution.csv (also the
+Kaggle tree ILSVRC/Data/CLS-LOC/). Class indices are always the sorted train/ folder names, as
+torchvision's and timm's ImageNet weights expect.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import ConfigError
 from .files import atomic_write_text
+from .rundir import ignore_stop_signals_in_worker
 
 log = logging.getLogger(__name__)
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # ImageFolder's, any case
@@ -111,6 +118,98 @@ def scan_folder(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
                 samples.append((f.path, label))
     if not samples:
         raise DataError(f"no images in {str(split_dir)!r}; expected <class>/<image>{IMAGE_EXTS[0]} files inside")
+    return classes, samples
+
+
+DEVKIT_LABELS = "ILSVRC2012_validation_ground_truth.txt"
+DEVKIT_META = "meta.mat"
+KAGGLE_LABELS = "LOC_val_solution.csv"
+KAGGLE_TREE = Path("ILSVRC") / "Data" / "CLS-LOC"
+
+
+def imagenet_image_root(root: Path) -> Path:
+    """The folder holding train/ and val/: the root itself, or Kaggle's ILSVRC/Data/CLS-LOC/ under it."""
+    return root / KAGGLE_TREE if (root / KAGGLE_TREE).is_dir() and not (root / "train").is_dir() else root
+
+
+def _is_flat(split_dir: Path) -> bool:
+    return split_dir.is_dir() and any(not e.is_dir() and e.name.lower().endswith(IMAGE_EXTS) for e in os.scandir(split_dir))
+
+
+def _label_files(data: Any, root: Path, split_dir: Path) -> List[Path]:
+    if getattr(data, "val_labels", None):
+        p = Path(os.path.expanduser(str(data.val_labels)))
+        return [p if p.is_absolute() else root / p]
+    dirs = [root, split_dir, split_dir.parent, root / "ILSVRC2012_devkit_t12" / "data", root / "devkit" / "data"]
+    names = (KAGGLE_LABELS, DEVKIT_LABELS)
+    return [d / n for d in dict.fromkeys(dirs) for n in names if (d / n).is_file()]
+
+
+def _devkit_wnids(meta: Path) -> Dict[int, str]:
+    """ILSVRC2012_ID -> WordNet id of the 1000 leaf synsets in the devkit's meta.mat."""
+    from scipy.io import loadmat
+
+    synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
+    return {int(i): str(w) for i, w, c in zip(synsets["ILSVRC2012_ID"], synsets["WNID"], synsets["num_children"])
+            if int(c) == 0}
+
+
+def _val_labels(labels: Path) -> Dict[str, str]:
+    """Image stem -> WordNet id, from LOC_val_solution.csv or the devkit's ground truth + meta.mat."""
+    if labels.suffix == ".csv":  # ImageId,PredictionString ("n01751748 x y x y n01751748 ..." boxes)
+        import csv
+
+        with open(labels, newline="") as f:
+            return {r["ImageId"]: r["PredictionString"].split()[0] for r in csv.DictReader(f)}
+    meta = next((p for p in (labels.parent / DEVKIT_META, labels.parent.parent / "data" / DEVKIT_META) if p.is_file()), None)
+    if meta is None:
+        raise DataError(f"{labels.name} holds the devkit's class ids; their WordNet ids are in the devkit's "
+                        f"{DEVKIT_META}, expected beside it in {labels.parent}")
+    wnid = _devkit_wnids(meta)
+    ids = [int(line) for line in labels.read_text().split()]
+    unknown = sorted(set(ids) - set(wnid))
+    if unknown:
+        raise DataError(f"{labels} uses class id {unknown[0]}, which {meta} has no leaf synset for; "
+                        f"use the ground truth and meta.mat of the same devkit")
+    return {f"ILSVRC2012_val_{n:08d}": wnid[i] for n, i in enumerate(ids, start=1)}
+
+
+def scan_imagenet(data: Any, root: Path, split: str) -> Tuple[List[str], List[Tuple[str, int]]]:
+    """ImageNet's (classes, samples) for a split in any of the layouts in the module docstring."""
+    base = imagenet_image_root(root)
+    split_dir = base / split
+    if not _is_flat(split_dir):
+        return scan_folder(split_dir)
+    classes = sorted(d.name for d in os.scandir(base / data.train_split) if d.is_dir()) \
+        if (base / data.train_split).is_dir() else []
+    found = _label_files(data, root, split_dir)
+    if getattr(data, "val_labels", None) and not found[0].is_file():
+        raise DataError(f"data.val_labels={str(found[0])!r} does not exist; allowed: a {KAGGLE_LABELS} or a "
+                        f"{DEVKIT_LABELS} (with the devkit's {DEVKIT_META} beside it)")
+    if not found:
+        raise DataError(f"{str(split_dir)!r} holds images without class folders and no labels file was found; put "
+                        f"{KAGGLE_LABELS} or the devkit's {DEVKIT_LABELS} (+ {DEVKIT_META}) in {str(root)!r}, "
+                        f"or set data.val_labels")
+    labels = _val_labels(found[0])
+    index = {c: i for i, c in enumerate(classes)}
+    samples, missing, unknown = [], [], set()
+    for e in sorted(os.scandir(split_dir), key=lambda e: e.name):
+        if e.is_dir() or not e.name.lower().endswith(IMAGE_EXTS):
+            continue
+        w = labels.get(os.path.splitext(e.name)[0])
+        if w is None:
+            missing.append(e.name)
+        elif w not in index:
+            unknown.add(w)
+        else:
+            samples.append((e.path, index[w]))
+    if missing:
+        raise DataError(f"{len(missing)} images in {str(split_dir)!r} have no label in {found[0]} (e.g. {missing[0]})")
+    if unknown:
+        raise DataError(f"{found[0]} names classes that {str(base / data.train_split)!r} has no folder for "
+                        f"(e.g. {sorted(unknown)[0]})")
+    if not samples:
+        raise DataError(f"no images in {str(split_dir)!r}")
     return classes, samples
 
 
@@ -235,9 +334,9 @@ def _pool_worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
 
 
-def _decode_resized(args: Tuple[str, int]) -> Optional[np.ndarray]:
-    """Shorter side -> size (bicubic, antialiased), centre crop size x size; None if unreadable."""
-    path, size = args
+def _decode_resized(args: Tuple[str, int, str]) -> Optional[np.ndarray]:
+    """Shorter side -> size (bicubic or bilinear, antialiased), centre crop size x size; None if unreadable."""
+    path, size, interpolation = args
     try:
         with open(path, "rb") as f:
             img = Image.open(f)
@@ -245,7 +344,8 @@ def _decode_resized(args: Tuple[str, int]) -> Optional[np.ndarray]:
             img = img.convert("RGB")
         w, h = img.size
         s = size / min(w, h)
-        img = img.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+        img = img.resize((max(size, round(w * s)), max(size, round(h * s))),
+                         Image.BILINEAR if interpolation == "bilinear" else Image.BICUBIC)
         w, h = img.size
         left, top = (w - size) // 2, (h - size) // 2
         return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
@@ -268,21 +368,23 @@ class CacheInfo:
 
 
 def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: Path,
-                  max_samples: Optional[int] = None, workers: int = 2) -> Tuple[ArrayImages, CacheInfo]:
-    """Load the cache for (dataset, split, size, subset, source fingerprint); build it if absent.
+                  max_samples: Optional[int] = None, workers: int = 2, interpolation: str = "bicubic",
+                  listing: Optional[Tuple[List[str], List[Tuple[str, int]]]] = None) -> Tuple[ArrayImages, CacheInfo]:
+    """Load the cache for (dataset, split, size, interpolation, subset, source fingerprint); build it if absent.
 
     Files: <key>.npy (uint8 N x size x size x 3, memory-mapped), <key>.labels.npy, <key>.json.
     A cache whose source changed has another key; older caches of the same dataset/split/size are
-    removed when a new one is built.
+    removed when a new one is built. `listing` (classes, samples) replaces the ImageFolder scan.
     """
     import time
 
     t0 = time.perf_counter()
-    classes, samples = scan_folder(split_dir)
+    classes, samples = listing or scan_folder(split_dir)
     keep = balanced_subset([y for _, y in samples], max_samples)
     samples = [samples[i] for i in keep]
     fp = fingerprint(samples, split_dir)
-    stem = f"{name}-{split}-{size}px" + (f"-n{len(samples)}" if max_samples else "")
+    stem = (f"{name}-{split}-{size}px" + (f"-{interpolation}" if interpolation != "bicubic" else "")
+            + (f"-n{len(samples)}" if max_samples else ""))
     key = f"{stem}-v{CACHE_VERSION}-{fp}"
     cache_dir.mkdir(parents=True, exist_ok=True)
     meta_path = cache_dir / f"{key}.json"
@@ -299,7 +401,7 @@ def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: 
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
         pool = ctx.Pool(max(1, workers), initializer=_pool_worker_init)
         try:
-            for (path, y), img in zip(samples, pool.imap(_decode_resized, [(p, size) for p, _ in samples], chunksize=64)):
+            for (path, y), img in zip(samples, pool.imap(_decode_resized, [(p, size, interpolation) for p, _ in samples], chunksize=64)):
                 if img is None:
                     skipped.append(os.path.relpath(path, split_dir))
                     warnings.warn(f"skipping unreadable image {path}")
@@ -355,7 +457,8 @@ def build_transforms(recipe: Any, img_size: int, eval_size: int) -> Tuple[Callab
         img_size, is_training=True, auto_augment=recipe.auto_augment or None,
         interpolation=recipe.train_interpolation, re_prob=recipe.reprob, re_mode="pixel", re_count=1,
         hflip=0.5, color_jitter=None)
-    val = create_transform(eval_size, is_training=False, interpolation="bicubic", crop_pct=recipe.crop_pct)
+    val = create_transform(eval_size, is_training=False, interpolation=recipe.eval_interpolation,
+                           crop_pct=recipe.crop_pct)
     return train, val
 
 
@@ -391,10 +494,12 @@ class EpochSampler(Sampler):
 
     def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1, pad: bool = True):
         self.n, self.seed, self.shuffle, self.rank, self.world, self.pad = n, seed, shuffle, rank, world, pad
-        self.epoch = 0
+        self.epoch, self.skip = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        """Next iteration: epoch `epoch`'s order without its first `skip` samples (this rank's), so a
+        run resumed inside an epoch sees exactly the batches an uninterrupted run would."""
+        self.epoch, self.skip = epoch, skip
 
     def _indices(self) -> List[int]:
         if self.shuffle:
@@ -405,7 +510,7 @@ class EpochSampler(Sampler):
         if self.pad and self.world > 1:
             total = math.ceil(self.n / self.world) * self.world
             idx = idx + idx[: total - self.n]
-        return idx[self.rank::self.world]
+        return idx[self.rank::self.world][self.skip:]
 
     def __len__(self) -> int:
         return len(self._indices())
@@ -458,18 +563,22 @@ def base_datasets(cfg: Any, log_fn: Callable[[str], None] = log.info) -> Tuple[A
         ensure_imagenette(root)
     elif not root.is_dir():
         raise DataError(f"data.root={str(root)!r} does not exist; point data.root (or $ROADMAP_DATA) at a folder with {data.train_split}/ and {data.val_split}/")
+    image_root = imagenet_image_root(root) if data.name == "imagenet" else root
     out = []
     for split, n in ((data.train_split, scale.max_train_samples), (data.val_split, scale.max_val_samples)):
+        listing = scan_imagenet(data, root, split) if data.name == "imagenet" else None
         if data.cache:
             size = cache_size_for(max(scale.img_size, scale.eval_img_size or 0), recipe.crop_pct)
-            ds, ci = prepare_cache(data.name, split, root / split, size, default_cache_dir(data), n,
-                                   workers=max(1, scale.workers))
+            # eval images are a centre crop of the cached ones: resized with the recipe's eval interpolation
+            interp = recipe.eval_interpolation if split == data.val_split else "bicubic"
+            ds, ci = prepare_cache(data.name, split, image_root / split, size, default_cache_dir(data), n,
+                                   workers=max(1, scale.workers), interpolation=interp, listing=listing)
             info[f"cache_{split}"] = {"path": str(ci.path), "built": ci.built, "seconds": round(ci.seconds, 2),
                                       "images": len(ds), "size": size}
             if ci.built:
                 log_fn(f"prepared cache {ci.path.name}: {len(ds)} images in {ci.seconds:.1f} s")
         else:
-            classes, samples = scan_folder(root / split)
+            classes, samples = listing or scan_folder(root / split)
             ds = FolderImages(samples, classes)
             if n:
                 ds = Subset(ds, balanced_subset(ds.targets, n))
@@ -503,8 +612,10 @@ def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], 
     workers = cfg.scale.workers
     # Own generator: creating an iterator draws worker seeds from it, not from the global RNG
     # (which drives dropout/mixup and is checkpointed). Samples are seeded per (seed, epoch, index).
+    # Workers ignore the stop signals: the main process checkpoints and shuts them down (rundir.py).
     common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                  generator=torch.Generator().manual_seed(cfg.seed))
+                  generator=torch.Generator().manual_seed(cfg.seed),
+                  worker_init_fn=ignore_stop_signals_in_worker if workers > 0 else None)
     if workers > 0:
         common["prefetch_factor"] = 4
         if "fork" in mp.get_all_start_methods():  # explicit: inside a loky worker (hydra/launcher=parallel)

@@ -21,7 +21,8 @@ downsample             `Stage`: in the first block (strided k x k conv + project
                        global pooling (`Head`); the stem always ends in a norm
 layer_scale            `Block`: per-channel gain on the residual branch (0 = off)
 drop_path_rate         `ModernizableResNet.__init__`: linear over all blocks
-init, head_init_scale  `ModernizableResNet.init_weights`
+init, head_init_scale, `ModernizableResNet.init_weights` (zero_init_last: the last BN of a BN block's
+zero_init_last         branch starts at 0, as timm's resnet50; the classic recipe turns it off)
 ---------------------  ---- CMT parts (roadmap/cmt.py) and the ConvNeXt -> CMT roadmap ----------
 stem=cmt,              `make_stem`: three 3x3 convs (s2, s1, s1) to stem_channels, each -> GELU
 stem_channels          -> BN, then a 2x2 s2 conv + norm (CMT's first patch embedding): 1/4
@@ -334,7 +335,7 @@ class ModernizableResNet(nn.Module):
                     trunc_normal_(m.weight, std=0.02)
                 if name != "head.fc" and m.bias is not None:
                     nn.init.zeros_(m.bias)
-            if resnet_init and isinstance(m, Block) and hasattr(getattr(m, "norm_out", None), "weight"):
+            if resnet_init and cfg.zero_init_last and isinstance(m, Block) and hasattr(getattr(m, "norm_out", None), "weight"):
                 nn.init.zeros_(m.norm_out.weight)  # zero-init the branch's last norm (timm's zero_init_last)
 
     @property

@@ -1,8 +1,12 @@
 """Train and evaluate one roadmap step; everything a run leaves behind lives in its run directory.
 
-Run directory (only rank 0 writes):
+Run directory (only rank 0 writes; roadmap/rundir.py holds the lock, checkpoint and signal parts):
+  run.lock       host, pid, start time of the process running it; a second process refuses
   config.yaml    the resolved config; rerunning with another config here is refused
-  last.pt        checkpoint after every epoch (temp file + rename); rerunning resumes from it
+  last.pt        checkpoint at every epoch end, every scale.checkpoint_every_min minutes inside an
+                 epoch, and on SIGTERM/SIGUSR1/submitit's signal (position inside the epoch, every
+                 RNG, optimizer, scheduler, EMA, loss sums); prev.pt the one before, kept until
+                 last.pt is complete. Rerunning resumes exactly where the checkpoint left off.
   history.csv    one row per epoch
   metrics.json   written once, at the end: its presence means the run finished
   failed.json    why the last attempt failed (removed when a later attempt finishes)
@@ -16,6 +20,7 @@ import os
 import platform
 import random
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -23,7 +28,7 @@ import traceback
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -38,20 +43,26 @@ from .data import build_data, discover_num_classes
 from .files import read_json, write_csv, write_json
 from .measure import count_gflops, count_params
 from .model import ModernizableResNet
+from .rundir import (EXIT_PREEMPTED, STOP, Preempted, RunLock, RunLocked, RunRefused, StopSignals,  # noqa: F401
+                     load_checkpoint as load_run_checkpoint, remove_previous, save_checkpoint as save_run_checkpoint)
 from .steps import step_info
 from .tracking import Tracker
 
 log = logging.getLogger("roadmap")
 
 # Keys that may change between an interrupted run and its resumption (they do not change results).
-NOT_IDENTITY = ("logger", "scale.workers", "data.root", "data.cache_dir", "out_dir", "sweep_id", "results_dir", "keep_runs")
+NOT_IDENTITY = ("logger", "scale.workers", "data.root", "data.cache_dir", "out_dir", "sweep_id", "results_dir",
+                "keep_runs", "scale.checkpoint_every_min", "scale.imagenet_only", "scale.threads")
+# Keys added after runs were recorded, with the value that reproduces the code before them: a run
+# directory whose config lacks one resumes only if the new config has that value.
+LEGACY = {"model.zero_init_last": True, "recipe.zero_init_last": True, "recipe.eval_interpolation": "bicubic",
+          "data.val_labels": None}
+
+
+DDP_STOP_CHECK = 8  # under DDP, stop requests and the checkpoint timer are agreed every 8 updates
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
-
-
-class RunRefused(ConfigError):
     pass
 
 
@@ -71,7 +82,20 @@ class Env:
         return self.rank == 0
 
 
+def _submitit_ddp_env() -> None:
+    """A submitit job with several tasks (hydra.launcher.tasks_per_node=8 under SLURM): export the
+    torch.distributed variables torchrun would set (MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK)."""
+    if "WORLD_SIZE" in os.environ or "SUBMITIT_FOLDER" not in os.environ:
+        return
+    from submitit import JobEnvironment
+    from submitit.helpers import TorchDistributedEnvironment
+
+    if JobEnvironment().num_tasks > 1:
+        TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+
+
 def setup_env(scale: Any) -> Env:
+    _submitit_ddp_env()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     want = scale.device
@@ -124,12 +148,18 @@ def set_rng_state(state: Dict[str, Any]) -> None:
 
 
 def fault(kind: str, step: str) -> bool:
-    """Fault injection for tests: $ROADMAP_FAULT = 'raise:<step>', 'nan:<step>' or 'exit_after_epoch:<n>'."""
+    """Fault injection for tests: $ROADMAP_FAULT = 'raise:<step>', 'nan:<step>' or 'exit_after_epoch:<n>'
+    (comma-separated; 'slow_update:<seconds>' sleeps after every update, so a test can signal a
+    run in the middle of an epoch)."""
+    return fault_value(kind) in (step, "*")
+
+
+def fault_value(kind: str) -> Optional[str]:
     for item in os.environ.get("ROADMAP_FAULT", "").split(","):
         k, _, v = item.partition(":")
-        if k == kind and v in (step, "*"):
-            return True
-    return False
+        if k == kind:
+            return v
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +172,26 @@ def schedule_lengths(cfg: Any, updates_per_epoch: int) -> Dict[str, Any]:
     frac = epochs / recipe.epochs
     return {"epochs": epochs, "warmup_epochs": recipe.warmup_epochs * frac,
             "milestones": [m * frac for m in recipe.decay_milestones], "updates_per_epoch": updates_per_epoch}
+
+
+def accumulation(global_batch: Optional[int], batch_size: int, world: int) -> Tuple[int, int]:
+    """(global batch, gradient-accumulation steps): scale.global_batch exactly, or a one-line refusal.
+
+    Without scale.global_batch one update sees batch_size x world images. The learning rate is
+    always computed from the global batch returned here, the one the updates really see.
+    """
+    per_step = batch_size * world
+    if global_batch is None:
+        return per_step, 1
+    if global_batch % per_step == 0:
+        return global_batch, global_batch // per_step
+    fits = [b for b in range(batch_size, 0, -1) if global_batch % (b * world) == 0]
+    lo = global_batch // per_step * per_step
+    hint = (f"scale.batch_size={fits[0]} ({global_batch // (fits[0] * world)} accumulation steps)" if fits else
+            f"scale.global_batch={lo or per_step} or {lo + per_step} (the learning rate follows it)")
+    raise ConfigError(f"scale.global_batch={global_batch} is not a multiple of scale.batch_size={batch_size} x "
+                      f"{world} process{'es' if world > 1 else ''} = {per_step}; allowed: a per-process batch that "
+                      f"divides it, e.g. {hint}")
 
 
 def learning_rate(recipe: Any, scale: Any, global_batch: int) -> float:
@@ -211,13 +261,8 @@ def build_mixup_and_loss(recipe: Any, num_classes: int) -> Tuple[Any, nn.Module]
 # ---------------------------------------------------------------------------------------------
 # Checkpoints and run-directory bookkeeping
 # ---------------------------------------------------------------------------------------------
-def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def load_checkpoint(path: Path) -> Dict[str, Any]:
+    """One checkpoint file (a last.pt or a state dict), tensors only (`weights_only=True`)."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -232,24 +277,45 @@ def identity_config(cfg: DictConfig) -> Dict[str, Any]:
     return c
 
 
+_ABSENT = object()
+
+
 def _diff(a: Any, b: Any, prefix: str = "") -> List[str]:
+    """Keys whose values differ; a key absent from `a` (an older run) matches its LEGACY value."""
     if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
+        return [d for k in sorted(set(a) | set(b)) for d in _diff(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{prefix}{k}.")]
+    key = prefix.rstrip(".")
+    if a is _ABSENT and key in LEGACY:
+        a = LEGACY[key]
+    return [] if a == b else [key]
+
+
+def _without_not_identity(c: Dict[str, Any]) -> Dict[str, Any]:
+    for key in NOT_IDENTITY:
+        node, *rest = key.split(".")
+        (c.get(node, {}).pop(rest[0], None) if rest else c.pop(node, None))
+    return c
 
 
 def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
     """Refuse to resume a run directory that holds a run of another config."""
     saved = run_dir / "config.yaml"
     if saved.exists():
-        old = OmegaConf.to_container(OmegaConf.load(saved))
-        for key in NOT_IDENTITY:
-            node, *rest = key.split(".")
-            (old.get(node, {}).pop(rest[0], None) if rest else old.pop(node, None))
+        old = _without_not_identity(OmegaConf.to_container(OmegaConf.load(saved)))
         diff = _diff(old, identity_config(cfg))
         if diff:
             raise RunRefused(f"run directory {run_dir} holds a run with another config (differs in: "
                              f"{', '.join(diff[:6])}); use another out_dir or hydra.run.dir, or delete it")
+
+
+def check_checkpoint_config(ck: Dict[str, Any], cfg: DictConfig, path: Path) -> None:
+    """A checkpoint carries the identity config it was written under; another config is refused."""
+    if ck.get("config") is None:  # written before checkpoints carried their config
+        return
+    diff = _diff(_without_not_identity(dict(ck["config"])), identity_config(cfg))
+    if diff:
+        raise RunRefused(f"checkpoint {path} was written under another config (differs in: {', '.join(diff[:6])}); "
+                         f"use another out_dir, or delete it to start this run from scratch")
 
 
 def git_commit() -> str:
@@ -284,19 +350,36 @@ def _autocast(env: Env):
     return torch.autocast(env.device.type, dtype=env.amp_dtype)
 
 
+@dataclass
+class EpochPosition:
+    """Where a run stands inside an epoch, after an update: what a mid-epoch checkpoint records."""
+    step: int                  # batches of this epoch consumed (a multiple of the accumulation steps)
+    loss_sum: torch.Tensor     # sum of per-sample training losses so far in this epoch (this rank)
+    n_seen: int                # samples seen so far in this epoch (this rank)
+    seconds: float             # training seconds so far in this epoch
+
+
 def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, schedule: Schedule,
                     criterion: nn.Module, mixup: Any, env: Env, accum: int, num_updates: int, epoch: int,
                     epochs: int, max_steps: Optional[int], grad_clip: Optional[float], ema: Any,
-                    step_name: str) -> Tuple[Dict[str, float], int]:
+                    step_name: str, position: Optional[EpochPosition] = None,
+                    after_update: Optional[Callable[[EpochPosition, int], None]] = None) -> Tuple[Dict[str, float], int]:
+    """One epoch, or its rest from `position` (the loader's sampler then skips the batches already
+    consumed). `after_update(position, num_updates)` runs after every optimizer update: mid-epoch
+    checkpoints and stop requests happen there, at update boundaries only."""
     model.train()
-    loss_sum, n_seen, t0 = torch.zeros((), device=env.device), 0, time.perf_counter()
-    steps = len(loader) if not max_steps else min(len(loader), max_steps)
+    start = position.step if position is not None else 0
+    loss_sum = position.loss_sum.to(env.device) if position is not None else torch.zeros((), device=env.device)
+    n_seen = position.n_seen if position is not None else 0
+    t0 = time.perf_counter() - (position.seconds if position is not None else 0.0)
+    total = len(loader) + start  # the loader yields what is left of the epoch
+    steps = min(total, max_steps) if max_steps else total
     steps -= steps % accum
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not (env.main and sys.stderr.isatty()),
-               leave=False, dynamic_ncols=True)
+    bar = tqdm(total=steps, initial=min(start, steps), desc=f"epoch {epoch + 1}/{epochs}",
+               disable=not (env.main and sys.stderr.isatty()), leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     poison = fault("nan", step_name)
-    for i, (x, y) in enumerate(loader):
+    for i, (x, y) in enumerate(loader, start=start):
         if i >= steps:
             break
         x = x.to(env.device, non_blocking=True)
@@ -314,6 +397,8 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
         if not torch.isfinite(loss):
             raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
         (loss / accum).backward()
+        loss_sum += loss.detach() * x.shape[0]
+        n_seen += x.shape[0]
         if sync:
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -323,8 +408,8 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             schedule.step(num_updates)
             if ema is not None:
                 ema.update(model, step=num_updates)
-        loss_sum += loss.detach() * x.shape[0]
-        n_seen += x.shape[0]
+            if after_update is not None:
+                after_update(EpochPosition(i + 1, loss_sum, n_seen, time.perf_counter() - t0), num_updates)
         if bar.disable is False and (i % 10 == 0 or i == steps - 1):
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{n_seen * env.world / (time.perf_counter() - t0):.0f}")
@@ -377,42 +462,74 @@ def _log_to_file(run_dir: Path) -> logging.Handler:
 
 
 def run(cfg: DictConfig, run_dir: Path | str) -> Dict[str, Any]:
-    """Train and evaluate `cfg` in `run_dir`, resuming from its last.pt; return the metrics.
+    """Train and evaluate `cfg` in `run_dir`, resuming from its checkpoint; return the metrics.
 
-    A finished run (metrics.json present) is not repeated. On failure, failed.json records why
-    and the exception propagates.
+    A finished run (metrics.json present) is not repeated. The run directory is locked for the
+    run's lifetime (one writer). On failure, failed.json records why and the exception propagates;
+    on a stop signal the run checkpoints at the next update and raises `Preempted` (no failure).
     """
     run_dir = Path(run_dir)
     discover_num_classes(cfg)  # before resolving, so model.num_classes=${data.num_classes} follows it
     OmegaConf.resolve(cfg)
     validate(cfg)
     env = setup_env(cfg.scale)
+    accumulation(cfg.scale.global_batch, cfg.scale.batch_size, env.world)  # exact, or refused before any write
+    lock: Optional[RunLock] = None
+    status: List[Any] = ["run", None]  # rank 0 decides: run | finished | refused (with the message) | locked
     if env.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        check_run_dir(run_dir, cfg)
-    if (run_dir / "metrics.json").exists():
-        metrics = read_json(run_dir / "metrics.json")
-        if env.main:
-            log.info("%s already finished: %s (top-1 %.2f)", cfg.step, run_dir / "metrics.json", metrics["top1"])
-        return metrics
-    handler = _log_to_file(run_dir) if env.main else None
-    tracker = Tracker(cfg, run_dir, enabled=env.main)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            check_run_dir(run_dir, cfg)
+            if (run_dir / "metrics.json").exists():
+                status = ["finished", None]
+            else:
+                lock = RunLock(run_dir).acquire()
+        except RunRefused as e:
+            status = ["locked" if isinstance(e, RunLocked) else "refused", str(e)]
+            if env.world == 1:
+                raise
+    if env.world > 1:  # the other ranks learn what rank 0 found
+        dist.broadcast_object_list(status, src=0)
+    if status[0] in ("refused", "locked"):
+        raise (RunLocked if status[0] == "locked" else RunRefused)(status[1])
+    if status[0] == "finished":
+        return _finished(cfg, run_dir) if env.main else read_json(run_dir / "metrics.json")
     try:
-        metrics = _run(cfg, run_dir, env, tracker)
-        (run_dir / "failed.json").unlink(missing_ok=True)
-        tracker.finish(0)
-        return metrics
-    except BaseException as e:
-        if env.main and not isinstance(e, (KeyboardInterrupt, RunRefused)):
-            write_json(run_dir / "failed.json", {
-                "step": cfg.step, "error": type(e).__name__, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__,
-                "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-        tracker.finish(1)
-        raise
+        if (run_dir / "metrics.json").exists():  # finished by the previous holder meanwhile
+            return _finished(cfg, run_dir) if env.main else read_json(run_dir / "metrics.json")
+        handler = _log_to_file(run_dir) if env.main else None
+        tracker = Tracker(cfg, run_dir, enabled=env.main)
+        try:
+            with StopSignals():
+                metrics = _run(cfg, run_dir, env, tracker)
+            (run_dir / "failed.json").unlink(missing_ok=True)
+            tracker.finish(0)
+            return metrics
+        except Preempted as e:
+            if env.main:
+                log.warning("%s %s", cfg.step, e)
+            tracker.finish(EXIT_PREEMPTED)
+            raise
+        except BaseException as e:
+            if env.main and not isinstance(e, (KeyboardInterrupt, RunRefused)):
+                write_json(run_dir / "failed.json", {
+                    "step": cfg.step, "error": type(e).__name__, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__,
+                    "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+            tracker.finish(1)
+            raise
+        finally:
+            if handler is not None:
+                logging.getLogger().removeHandler(handler)
+                handler.close()
     finally:
-        if handler is not None:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
+        if lock is not None:
+            lock.release()
+
+
+def _finished(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
+    metrics = read_json(run_dir / "metrics.json")
+    log.info("%s already finished: %s (top-1 %.2f)", cfg.step, run_dir / "metrics.json", metrics["top1"])
+    return metrics
 
 
 def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str, Any]:
@@ -439,12 +556,12 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
     if cfg.scale.compile:
         train_model = torch.compile(train_model)
 
-    global_batch = cfg.scale.global_batch or cfg.scale.batch_size * env.world
-    accum = max(1, global_batch // (cfg.scale.batch_size * env.world))
-    lr = learning_rate(cfg.recipe, cfg.scale, global_batch)
+    global_batch, accum = accumulation(cfg.scale.global_batch, cfg.scale.batch_size, env.world)
+    lr = learning_rate(cfg.recipe, cfg.scale, global_batch)  # the global batch the updates really see
     optimizer = build_optimizer(model, cfg.recipe, lr)
     max_steps = cfg.scale.max_steps_per_epoch
     steps_per_epoch = min(len(data.train), max_steps) if max_steps else len(data.train)
+    steps_per_epoch -= steps_per_epoch % accum
     updates_per_epoch = max(1, steps_per_epoch // accum)
     lengths = schedule_lengths(cfg, updates_per_epoch)
     epochs = lengths["epochs"]
@@ -456,21 +573,30 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
         ema = ModelEmaV3(model, decay=cfg.recipe.ema_decay)
 
     start_epoch, num_updates, history = 0, 0, []
-    ckpt_path = run_dir / "last.pt"
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        _load_model(model, ck["model"], ckpt_path)
+    resume_at: Optional[EpochPosition] = None
+    rng_saved: Optional[Dict[str, Any]] = None
+    ck, ck_path = load_run_checkpoint(run_dir)
+    if ck is not None:
+        check_checkpoint_config(ck, cfg, ck_path)
+        _load_model(model, ck["model"], ck_path)
         optimizer.load_state_dict(ck["optimizer"])
         schedule.load_state_dict(ck["scheduler"])
         if ema is not None and ck.get("ema") is not None:
             ema.module.load_state_dict(ck["ema"])
         start_epoch, num_updates, history = ck["epoch"], ck["num_updates"], ck["history"]
         t_start -= ck.get("wall_seconds", 0.0)  # wall time counts every attempt
-        set_rng_state(ck["rng"][env.rank] if env.rank < len(ck["rng"]) else ck["rng"][0])
+        rank = env.rank if env.rank < len(ck["rng"]) else 0
+        rng_saved = ck["rng"][rank]
+        if ck.get("step_in_epoch"):
+            resume_at = EpochPosition(ck["step_in_epoch"], ck["epoch_loss_sum"][rank].clone(), ck["epoch_n_seen"],
+                                      ck["epoch_seconds"])
         schedule.step(num_updates)
         if env.main:
-            log.info("resumed %s from %s at epoch %d/%d", cfg.step, ckpt_path, start_epoch, epochs)
-    elif env.main:
+            where = f"epoch {start_epoch}/{epochs}" + (f" + {resume_at.step}/{steps_per_epoch} steps of epoch "
+                                                        f"{start_epoch + 1}" if resume_at else "")
+            log.info("resumed %s from %s at %s", cfg.step, ck_path, where)
+        del ck
+    if env.main and not (run_dir / "config.yaml").exists():
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 
     if env.main:
@@ -481,47 +607,104 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
     tracker.start()
     if env.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(env.device)
+    if rng_saved is not None:  # last: nothing between here and the first update draws random numbers
+        set_rng_state(rng_saved)
 
-    ev: Dict[str, float] = history[-1] if history else {}
+    every_s = cfg.scale.checkpoint_every_min * 60 if cfg.scale.checkpoint_every_min else None
+    slow = float(fault_value("slow_update") or 0)
+    clock = {"last_save": time.monotonic()}
+
+    def checkpoint(epochs_done: int, pos: Optional[EpochPosition], updates: int) -> Path:
+        """Every rank's RNG (and loss sum) gathered; rank 0 writes. A collective: all ranks call it."""
+        mine = {"rng": rng_state(), "loss_sum": (pos.loss_sum.detach().float().cpu() if pos else torch.zeros(()))}
+        if env.world > 1:
+            states: List[Any] = [None] * env.world
+            dist.all_gather_object(states, mine)
+        else:
+            states = [mine]
+        if env.main:
+            save_run_checkpoint(run_dir, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
+                "ema": ema.module.state_dict() if ema is not None else None, "epoch": epochs_done,
+                "num_updates": updates, "history": history, "rng": [st["rng"] for st in states], "step": cfg.step,
+                "step_in_epoch": pos.step if pos else 0, "epoch_loss_sum": [st["loss_sum"] for st in states],
+                "epoch_n_seen": pos.n_seen if pos else 0, "epoch_seconds": pos.seconds if pos else 0.0,
+                "wall_seconds": time.perf_counter() - t_start, "num_classes": data.num_classes,
+                "config": identity_config(cfg)})
+        clock["last_save"] = time.monotonic()
+        return run_dir / "last.pt"
+
+    def stop_flags(timer: bool) -> Tuple[bool, bool]:
+        """(stop, checkpoint now), agreed by all ranks: any rank's signal or timer counts. Under DDP
+        the ranks compare notes every DDP_STOP_CHECK updates (a device sync each time)."""
+        flags = [STOP.signum is not None, timer and every_s is not None and time.monotonic() - clock["last_save"] >= every_s]
+        if env.world > 1:
+            t = torch.tensor([float(f) for f in flags], device=env.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flags = [bool(v) for v in t.tolist()]
+        return flags[0], flags[1]
+
+    def stop(where: str, path: Optional[Path]) -> None:
+        if env.world > 1:
+            dist.barrier()  # rank 0 has written the checkpoint before any rank exits
+        raise Preempted(STOP.signum or signal.SIGTERM, where, path)
+
     for epoch in range(start_epoch, epochs):
-        data.train_sampler.set_epoch(epoch)
+        position = resume_at if epoch == start_epoch else None
+        if stop_flags(timer=False)[0]:
+            stop(f"before epoch {epoch + 1}/{epochs}" + (f" step {position.step}" if position else ""),
+                 run_dir / "last.pt" if (run_dir / "last.pt").exists() else None)
+
+        def after_update(pos: EpochPosition, updates: int, epoch: int = epoch) -> None:
+            if slow:
+                STOP.event.wait(slow)  # fault injection: a slow update that a signal cuts short
+            if env.world > 1 and updates % DDP_STOP_CHECK:
+                return
+            halt, due = stop_flags(timer=True)
+            if halt or due:
+                path = checkpoint(epoch, pos, updates)
+                if env.main and not halt:
+                    log.info("%s checkpoint at epoch %d step %d/%d (every %s min)", cfg.step, epoch + 1, pos.step,
+                             steps_per_epoch, cfg.scale.checkpoint_every_min)
+                if halt:
+                    stop(f"in epoch {epoch + 1}/{epochs} after step {pos.step}/{steps_per_epoch} (update {updates}); "
+                         f"checkpoint written", path)
+
+        data.train_sampler.set_epoch(epoch, skip=position.step * cfg.scale.batch_size if position else 0)
         tr, num_updates = train_one_epoch(train_model, data.train, optimizer, schedule, criterion, mixup, env,
                                           accum, num_updates, epoch, epochs, max_steps, cfg.recipe.grad_clip,
-                                          ema, cfg.step)
-        last = epoch + 1 == epochs
-        if last or (epoch + 1) % cfg.scale.eval_every == 0:
+                                          ema, cfg.step, position=position, after_update=after_update)
+        ev: Dict[str, float] = {}
+        if epoch + 1 == epochs or (epoch + 1) % cfg.scale.eval_every == 0:
             ev = evaluate(model, data.val, env)
-            if ema is not None:
-                ev.update({f"ema_{k}": v for k, v in evaluate(ema.module, data.val, env).items() if k in ("top1", "top5")})
+            if ema is not None:  # the EMA weights, evaluated like the raw ones (official ConvNeXt: --model_ema_eval)
+                ev.update({f"ema_{k}": v for k, v in evaluate(ema.module, data.val, env).items()
+                           if k in ("top1", "top5", "val_loss")})
         row = {"epoch": epoch + 1, **{k: round(v, 6) if isinstance(v, float) else v for k, v in {**tr, **ev}.items()}}
         history.append(row)
-        if env.world > 1:  # every rank's RNG state, so a resumed DDP run continues each one
-            states: List[Any] = [None] * env.world
-            dist.all_gather_object(states, rng_state())
-        else:
-            states = [rng_state()]
+        ck_path = checkpoint(epoch + 1, None, num_updates)
         if env.main:
-            save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                "ema": ema.module.state_dict() if ema is not None else None, "epoch": epoch + 1,
-                "num_updates": num_updates, "history": history, "rng": states, "step": cfg.step,
-                "wall_seconds": time.perf_counter() - t_start,
-                "num_classes": data.num_classes})
             write_csv(run_dir / "history.csv", history, _history_fields(history))
-            log.info("%s epoch %d/%d  loss %.4f  top-1 %s  lr %.2e  %.0f img/s  %.1f s", cfg.step, epoch + 1, epochs,
-                     tr["train_loss"], f"{ev['top1']:.2f}" if "top1" in ev else "-", tr["lr"], tr["train_img_s"],
-                     tr["train_seconds"])
+            ema_s = f"  EMA top-1 {ev['ema_top1']:.2f}" if "ema_top1" in ev else ""
+            log.info("%s epoch %d/%d  loss %.4f  top-1 %s%s  lr %.2e  %.0f img/s  %.1f s", cfg.step, epoch + 1, epochs,
+                     tr["train_loss"], f"{ev['top1']:.2f}" if "top1" in ev else "-", ema_s, tr["lr"],
+                     tr["train_img_s"], tr["train_seconds"])
             tracker.log({**row, "step_index": info["index"]}, step=epoch + 1)
         if fault("exit_after_epoch", str(epoch + 1)):
             os._exit(17)  # simulate a killed process (tests of resume)
         if env.world > 1:
             dist.barrier()
+        if epoch + 1 < epochs and stop_flags(timer=False)[0]:
+            stop(f"after epoch {epoch + 1}/{epochs}; checkpoint written", ck_path)
 
     metrics = _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batch, accum, lr, epochs)
     if env.main:
         write_json(run_dir / "metrics.json", metrics)
-        tracker.summary({k: metrics[k] for k in ("top1", "top5", "gflops", "gflops_224", "params", "train_img_s", "eval_img_s")})
-        log.info("%s finished: top-1 %.2f  top-5 %.2f  in %.0f s -> %s", cfg.step, metrics["top1"], metrics["top5"],
+        remove_previous(run_dir)
+        tracker.summary({k: metrics[k] for k in ("top1", "top1_best", "top5", "gflops", "gflops_224", "params",
+                                                 "train_img_s", "eval_img_s")})
+        log.info("%s finished: top-1 %.2f (best %.2f at epoch %d)  top-5 %.2f  in %.0f s -> %s", cfg.step,
+                 metrics["top1"], metrics["top1_best"], metrics["best_epoch"], metrics["top5"],
                  metrics["wall_seconds"], run_dir / "metrics.json")
     return metrics
 
@@ -552,6 +735,14 @@ def _init_from(model: nn.Module, path: str) -> None:
     _load_model(model, ck.get("model", ck), path)
 
 
+def best_and_last(history: List[Dict[str, Any]], prefix: str = "") -> Dict[str, Any]:
+    """Last-epoch and best-epoch top-1 over the evaluated epochs (the official ConvNeXt code
+    reports the best epoch: 'Max accuracy' / 'Max EMA accuracy'); ties go to the earlier epoch."""
+    evaluated = [(h[f"{prefix}top1"], h["epoch"]) for h in history if h.get(f"{prefix}top1") is not None]
+    best, epoch = max(evaluated, key=lambda t: (t[0], -t[1]))
+    return {f"{prefix}top1_last": evaluated[-1][0], f"{prefix}top1_best": best, f"{prefix}best_epoch": epoch}
+
+
 def _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batch, accum, lr, epochs) -> Dict[str, Any]:
     import timm
 
@@ -566,7 +757,10 @@ def _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batc
         "regime": cfg.regime.name, "scale": cfg.scale.name, "dataset": cfg.data.name, "seed": cfg.seed,
         "status": "finished",
         "top1": final["top1"], "top5": final["top5"], "val_loss": final["val_loss"],
-        **({"ema_top1": final["ema_top1"], "ema_top5": final["ema_top5"]} if "ema_top1" in final else {}),
+        **best_and_last(history),
+        **({"ema_top1": final["ema_top1"], "ema_top5": final["ema_top5"], "ema_val_loss": final.get("ema_val_loss")}
+           if "ema_top1" in final else {}),
+        **(best_and_last(history, "ema_") if "ema_top1" in final else {}),
         "train_loss": final["train_loss"], "epochs": epochs, "epochs_done": len(history),
         "params": params, "gflops": round(gflops_train, 4), "img_size": cfg.scale.img_size,
         "gflops_224": round(count_gflops(paper_model, 224), 4), "params_224": count_params(paper_model),

@@ -40,8 +40,13 @@ def _randomize(model: torch.nn.Module) -> torch.nn.Module:
 ])
 def test_endpoints_equal_timm(timm_name, step, regime):
     torch.manual_seed(0)
-    ref = _randomize(timm.create_model(timm_name)).eval()
-    ours = build_model(step, regime=regime)
+    fresh = timm.create_model(timm_name)
+    ours = build_model(step, regime=regime, zero_init_last=True)  # timm's resnets zero-init the last BN
+    # the same tensors start at zero (timm's init: zero_init_last, zero biases) in both
+    zeros = lambda m: sorted(t.numel() for t in m.state_dict().values() if t.is_floating_point() and t.numel() > 1
+                             and not t.any())
+    assert zeros(ours) == zeros(fresh)
+    ref = _randomize(fresh).eval()
     assert count_params(ours) == count_params(ref) == REF[regime]["timm_params"][timm_name]
     assert ours.state_dict().keys().__len__() == ref.state_dict().keys().__len__()
     converted = from_timm(ref).eval()
@@ -87,14 +92,14 @@ TOGGLES = {
     "conv_groups": ["depthwise"], "block": ["inverted"], "dw_position": ["first"],
     "kernel_size": [5, 7, 9, 11], "act": ["gelu"], "activations": ["one"], "norms": ["one"],
     "norm_type": ["ln"], "downsample": ["separate"], "layer_scale": [1e-6], "drop_path_rate": [0.2],
-    "head_init_scale": [0.5], "init": ["convnext"],
+    "head_init_scale": [0.5], "init": ["convnext"], "zero_init_last": [True],
 }
 OPPOSITE = {  # the value each toggle flips back to on top of ConvNeXt
     "depths": [[3, 4, 6, 3]], "width": [64], "width_mult": [0.5], "stem": ["resnet"],
     "conv_groups": ["dense"], "block": ["bottleneck"], "dw_position": ["middle"],
     "kernel_size": [3], "act": ["relu"], "activations": ["all"], "norms": ["all"],
     "norm_type": ["bn"], "downsample": ["in_block"], "layer_scale": [0.0], "drop_path_rate": [0.0],
-    "head_init_scale": [0.001], "init": ["resnet"],
+    "head_init_scale": [0.001], "init": ["resnet"], "zero_init_last": [False],
 }
 
 
@@ -122,10 +127,12 @@ def test_toggles_act_where_documented():
     assert isinstance(blk.norm_in, torch.nn.Identity) and isinstance(blk.act_k, torch.nn.Identity)
     assert blk.ls.gamma.detach().eq(1e-6).all()
     assert isinstance(cnx.stages[1].downsample[1], torch.nn.Conv2d) and cnx.stages[1].downsample[1].stride == (2, 2)
-    rn = build_model("baseline")
+    rn = build_model("baseline", zero_init_last=True)  # as timm's resnet50
     blk = rn.stages[1].blocks[0]
     assert blk.conv_k.stride == (2, 2) and blk.conv_k.groups == 1  # ResNet v1.5: stride on the 3x3
     assert blk.norm_out.weight.detach().abs().sum().item() == 0.0  # zero-init last BN (timm zero_init_last)
+    # the classic recipe (torchvision's) turns it off: the last BN starts at 1
+    assert build_model("baseline").stages[1].blocks[0].norm_out.weight.detach().eq(1).all()
     mu = build_model("move_up_dwconv")
     assert mu.stages[2].blocks[0].conv_k.in_channels == 192  # dw conv first, at the input dim
     dp = build_model("separate_downsampling", drop_path_rate=0.3)
