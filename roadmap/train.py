@@ -514,7 +514,7 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
     metrics = _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batch, accum, lr, epochs)
     if env.main:
         write_json(run_dir / "metrics.json", metrics)
-        tracker.summary({k: metrics[k] for k in ("top1", "top5", "gflops", "gflops_224", "params", "train_img_s", "eval_img_s")})
+        tracker.summary(metrics)  # the keys of tracking.KEYS.summary, and the paper's figures
         log.info("%s finished: top-1 %.2f  top-5 %.2f  in %.0f s -> %s", cfg.step, metrics["top1"], metrics["top5"],
                  metrics["wall_seconds"], run_dir / "metrics.json")
     return metrics

@@ -313,9 +313,9 @@ def test_wandb_offline_summary_run(sweep: Path, tmp_path: Path, monkeypatch: pyt
     stored = read_offline_run(runs[0])
     assert stored["summary"]["spearman_rho"] == pytest.approx(27 / 28)
     assert stored["summary"]["gain"] == pytest.approx(20.0)
-    assert stored["summary"]["trajectory/_type"] == "table-file"  # the wandb.Table, one row per step
-    assert stored["summary"]["trajectory/nrows"] == len(TOP1) + 2
-    assert "_wandb/visualize/trajectory_top1" in stored["config"]  # the bar chart (wandb.plot.bar)
+    assert stored["summary"]["trajectory"]["_type"] == "table-file"  # the wandb.Table, one row per step
+    assert stored["summary"]["trajectory"]["nrows"] == len(TOP1) + 2
+    assert stored["summary"]["trajectory_top1_table"]["_type"] == "table-file"  # the bar chart's (wandb.plot.bar) data
     # the report dir does not become a run dir of the next report
     assert {r["step"] for r in report.collect(sweep)} == set(TOP1) | {FAILED, RUNNING}
 
