@@ -1101,11 +1101,12 @@ def log_wandb(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[st
 # =============================================================================================
 def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Optional[PathLike] = None,
                  wandb_mode: str = "offline", results_dir: Optional[PathLike] = None, command: str = "",
-                 wandb_dir: Optional[PathLike] = None) -> Path:
+                 wandb_dir: Optional[PathLike] = None, dashboard: bool = False, publish: bool = False) -> Path:
     """Collect a sweep, write trajectory.{csv,md,png,svg} and summary.json; return the output dir.
 
     out_dir defaults to `<results_dir>/<dataset>-<scale>[-suffix]` (results_dir: the sweep's
-    `results_dir` config key, else 'results')."""
+    `results_dir` config key, else 'results'). `dashboard`: also build the W&B report and workspace
+    (roadmap/dashboard.py: dashboard.json + the publish commands); `publish`: and save them to W&B."""
     if wandb_mode not in ("offline", "online", "disabled"):
         raise ValueError(f"wandb_mode={wandb_mode!r}; allowed: offline, online, disabled")
     rows, context = _collect(sweep_dir)
@@ -1133,6 +1134,10 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
             log.info("report: W&B %s run in %s", wandb_mode, where)
         except Exception as e:  # the files are written; W&B is a convenience
             log.warning("report: W&B logging failed (%s: %s); files are in %s", type(e).__name__, e, out_dir)
+    if dashboard or publish:
+        from .dashboard import write_dashboard
+
+        write_dashboard(rows, summary, meta, out_dir, publish_now=publish)
     return out_dir
 
 
@@ -1142,11 +1147,13 @@ class ReportCallback(Callback):
 
     Registered in conf/config.yaml as hydra.callbacks.report; turn it off with
     `hydra.callbacks.report.enabled=false` or $ROADMAP_REPORT=0. W&B follows the sweep's logger
-    (offline unless logger=none / logger.mode=disabled) unless `wandb` is given here."""
+    (offline unless logger=none / logger.mode=disabled) unless `wandb` is given here. `dashboard`:
+    also build the W&B report + workspace offline (dashboard.json, publish commands printed)."""
 
-    def __init__(self, enabled: bool = True, wandb: Optional[str] = None) -> None:
+    def __init__(self, enabled: bool = True, wandb: Optional[str] = None, dashboard: bool = False) -> None:
         self.enabled = enabled
         self.wandb = wandb
+        self.dashboard = dashboard
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or os.environ.get("ROADMAP_REPORT", "1").lower() in ("0", "false", "no", "off"):
@@ -1164,7 +1171,7 @@ class ReportCallback(Callback):
                 name = OmegaConf.select(config, "logger.name", default="none")
                 mode = OmegaConf.select(config, "logger.mode", default="disabled") if name == "wandb" else "disabled"
             overrides = " ".join(str(o) for o in (OmegaConf.select(config, "hydra.overrides.task", default=[]) or []))
-            out = write_report(sweep_dir, results_dir=results_dir, wandb_mode=mode,
+            out = write_report(sweep_dir, results_dir=results_dir, wandb_mode=mode, dashboard=self.dashboard,
                                command=f"python -m roadmap -m {overrides}".strip() + "  (report at the end of the sweep)")
             log.info("report: %s", out / "trajectory.md")
             print(f"report: {out / 'trajectory.md'}", flush=True)
@@ -1182,14 +1189,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                                        "(default: the sweep's results_dir, else 'results')")
     p.add_argument("--wandb", default="offline", choices=["offline", "online", "disabled"],
                    help="log a summary run to W&B (default: offline, no network or API key needed)")
+    p.add_argument("--wandb-dashboard", action="store_true",
+                   help="also build a W&B report + workspace view of the sweep offline (dashboard.json) "
+                        "and print the commands that publish it")
+    p.add_argument("--publish", action="store_true",
+                   help="with --wandb-dashboard: save the report and the workspace to W&B and print their URLs "
+                        "(needs the network and an API key; `wandb sync` the runs first)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "python -m roadmap.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    from . import dashboard
+
+    problem = dashboard.publish_problem(probe=True) if args.publish else None
+    if problem:  # before any work: one line (offline, no API key, no server)
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        out = write_report(args.sweep_dir, args.out, args.wandb, args.results_dir, command=command)
+        out = write_report(args.sweep_dir, args.out, args.wandb, args.results_dir, command=command,
+                           dashboard=args.wandb_dashboard, publish=args.publish)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except dashboard.PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     summary = read_json(out / "summary.json")
     print(f"report: {out}/trajectory.md (.csv, .png, .svg, summary.json)")
     for line in summary_lines(summary):
