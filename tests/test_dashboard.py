@@ -20,7 +20,7 @@ from roadmap import dashboard, report
 from roadmap.tracking import KEYS, flat_keys, read_offline_run
 
 STEPS = ("stage_ratio", "patchify_stem")  # one toggle apart: model.stem resnet -> patchify
-SUBSET = ["scale.max_train_samples=64", "scale.max_val_samples=32"]
+SUBSET = ["scale.max_train_samples=32", "scale.max_val_samples=16"]
 REPORT_KINDS = ["BarPlot", "WeavePanelSummaryTable", "LinePlot", "LinePlot", "LinePlot", "RunComparer",
                 "ParallelCoordinatesPlot", "ScatterPlot", "ScatterPlot"]
 WORKSPACE_SECTIONS = {  # section -> panel kinds
@@ -33,7 +33,7 @@ WORKSPACE_SECTIONS = {  # section -> panel kinds
 
 @pytest.fixture(scope="module")
 def smoke(imagenette, tmp_path_factory):
-    """A real sweep (2 steps, 1 epoch on 64 images) logged to W&B offline; the report callback
+    """A real sweep (2 steps, 1 epoch on 32 images) logged to W&B offline; the report callback
     builds the dashboard (hydra.callbacks.report.dashboard=true)."""
     tmp = tmp_path_factory.mktemp("dash")
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
