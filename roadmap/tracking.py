@@ -1,22 +1,102 @@
 """Weights & Biases, offline by default: no network and no API key needed (`wandb sync` later).
 
 Project/group/name/tags come from the regime, sweep, step and seed; the config is the resolved
-container plus the step's index on the roadmap, so W&B tables sort in roadmap order.
+container plus the step's index on the roadmap and `roadmap_step` (a group key that sorts in
+roadmap order), so W&B tables and groups sort in roadmap order.
+
+`KEYS` below is the one registry of the keys the runs log (per epoch, in the summary, in the
+config). The dashboards (roadmap/dashboard.py) take every panel key from it, and a test checks
+the registry against what a real offline run logs, so renaming a metric cannot silently break
+a panel.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from .config import to_container
-from .steps import step_info
+from .config import ModelConfig, to_container
+from .steps import ablation_info, reference, step_info
 
 log = logging.getLogger("roadmap")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the runs log: the registry the dashboards' panels take their keys from
+# ---------------------------------------------------------------------------------------------
+# model fields that are plumbing of the scale / data, not roadmap toggles
+_NOT_TOGGLES = {"width_mult", "num_classes", "in_chans"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggedKeys:
+    """Keys every finished run of `roadmap.train` logs to W&B (see `Tracker`).
+
+    history: logged every epoch (`Tracker.log`; W&B's step is the epoch, 1-based);
+    summary: set once at the end (`Tracker.summary`; the history keys' last values are there too);
+    config:  dotted paths into the run's config (the resolved Hydra config + `step_index`,
+             `roadmap_step`); `toggles` are the config paths a roadmap step changes;
+    report:  summary keys of the sweep report's own run (job_type 'report', `roadmap.report`)."""
+
+    history: Tuple[str, ...]
+    summary: Tuple[str, ...]
+    config: Tuple[str, ...]
+    toggles: Tuple[str, ...]
+    report: Tuple[str, ...]
+
+    def __call__(self, section: str, name: str) -> str:
+        """`name`, checked against the registry (a panel can only use a key the runs log)."""
+        known = getattr(self, section)
+        if name not in known:
+            raise KeyError(f"{section} key {name!r} is not logged by the runs; logged: {', '.join(known)}")
+        return name
+
+
+KEYS = LoggedKeys(
+    # train_one_epoch's and evaluate's row (roadmap/train.py) + the step's index
+    history=("epoch", "train_loss", "lr", "train_img_s", "train_seconds", "top1", "top5", "val_loss",
+             "eval_img_s", "val_n", "step_index"),
+    # metrics.json's headline numbers + the paper's figures for the step preset (reference.yaml)
+    summary=("top1", "top1_last", "top1_best", "best_epoch", "top5", "val_loss", "train_loss", "gflops", "gflops_224", "params", "params_224",
+             "train_img_s", "eval_img_s", "wall_seconds", "paper_top1", "paper_gflops", "step_index"),
+    config=("step", "step_index", "roadmap_step", "seed", "ablation", "recipe.name", "scale.name", "data.name",
+            "regime.name", "sweep_id",
+            *(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in _NOT_TOGGLES)),
+    toggles=("recipe.name", *(f"model.{f.name}" for f in dataclasses.fields(ModelConfig)
+                              if f.name not in _NOT_TOGGLES)),
+    # the trajectory table (one row per step: ours, the paper, Δs) and its bar chart
+    report=("trajectory", "trajectory_top1_table"),
+)
+SUMMARY_FROM_METRICS = tuple(k for k in KEYS.summary if not k.startswith("paper_"))
+
+
+def roadmap_step(step: str, ablation: Optional[str] = "none") -> str:
+    """W&B group key of a step: '003-patchify_stem' (ablations: '016-separate_downsampling/02-no_patchify_stem');
+    its alphabetical order is the roadmap's order."""
+    key = f"{step_info(step)['index']:03d}-{step}"
+    if ablation not in (None, "none"):
+        key += f"/{ablation_info(ablation)['index']:02d}-{ablation}"
+    return key
+
+
+def paper_figures(cfg: DictConfig) -> Dict[str, float]:
+    """The paper's top-1 and GFLOPs of the run's step preset (reference.yaml), for the unablated
+    step presets that the paper reports (none for ablations or steps it does not list)."""
+    if cfg.get("ablation") not in (None, "none"):
+        return {}
+    info = step_info(cfg.step)
+    regime = (reference().get(info["roadmap"], {}).get("regimes", {}) or {}).get(cfg.regime.name, {}) or {}
+    out = {"paper_top1": (regime.get("top1") or {}).get(cfg.step),
+           "paper_gflops": (regime.get("gflops") or {}).get(cfg.step)}
+    return {k: float(v) for k, v in out.items() if v is not None}
 
 
 def run_identity(cfg: DictConfig) -> Dict[str, Any]:
@@ -28,6 +108,11 @@ def run_identity(cfg: DictConfig) -> Dict[str, Any]:
         "tags": [cfg.regime.name, cfg.step, cfg.scale.name, cfg.data.name, info["group"], *cfg.logger.tags],
         "job_type": "branch" if info["branch"] else "path",
     }
+
+
+def wandb_run_id(run_dir: Path | str) -> str:
+    """The W&B run id of a run directory (stable: a resumed run continues the same W&B run)."""
+    return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
 
 
 class Tracker:
@@ -44,7 +129,8 @@ class Tracker:
         ident = run_identity(self.cfg)
         config = to_container(self.cfg)
         config["step_index"] = step_info(self.cfg.step)["index"]
-        run_id = hashlib.sha1(str(self.run_dir.resolve()).encode()).hexdigest()[:12]
+        config["roadmap_step"] = roadmap_step(self.cfg.step, self.cfg.get("ablation"))
+        run_id = wandb_run_id(self.run_dir)
         wdir = Path(self.cfg.logger.dir or self.run_dir)
         wdir.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -58,9 +144,11 @@ class Tracker:
         if self.run is not None:
             self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
 
-    def summary(self, values: Dict[str, Any]) -> None:
+    def summary(self, metrics: Dict[str, Any]) -> None:
+        """The run's headline numbers (`KEYS.summary`) from its metrics, and the paper's figures."""
         if self.run is not None:
-            self.run.summary.update(values)
+            values = {k: metrics[k] for k in SUMMARY_FROM_METRICS if metrics.get(k) is not None}
+            self.run.summary.update({**values, **paper_figures(self.cfg)})
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
@@ -71,48 +159,71 @@ class Tracker:
             self.run = None
 
 
-def read_offline_run(path: Path | str) -> Dict[str, Dict[str, Any]]:
-    """Config and summary stored in an offline W&B run (`wandb/offline-run-*/run-*.wandb`).
-
-    The file is W&B's record log (LevelDB log format: 32 KiB blocks of records with a
-    crc/length/type header; a 7-byte ':W&B' file header) of protobuf `Record`s. Recent wandb
-    versions keep the summary only there until `wandb sync`, so tests and users read it here.
-    """
-    import json
-    import struct
-
-    from wandb.proto import wandb_internal_pb2 as pb
-
+# ---------------------------------------------------------------------------------------------
+# Reading offline runs back
+# ---------------------------------------------------------------------------------------------
+def offline_run_file(path: Path | str) -> Path:
+    """The `run-*.wandb` file of an offline run directory (or the file itself)."""
     path = Path(path)
     if path.is_dir():
-        path = next(path.glob("run-*.wandb"))
-    data = path.read_bytes()
-    if data[:4] != b":W&B":
-        raise ValueError(f"{path} is not a W&B run log")
-    block, pos, parts, payloads = 32768, 7, [], []
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
-        if kind == 0:  # zero padding at the end of the file
-            break
-        parts.append(data[pos + 7:pos + 7 + length])
-        pos += 7 + length
-        if kind in (1, 4):  # FULL or LAST: one record is complete
-            payloads.append(b"".join(parts))
-            parts = []
-    config: Dict[str, Any] = {}
-    summary: Dict[str, Any] = {}
-    for payload in payloads:
-        record = pb.Record()
-        record.ParseFromString(payload)
-        kind = record.WhichOneof("record_type")
-        items = {"run": lambda: record.run.config.update, "config": lambda: record.config.update,
-                 "summary": lambda: record.summary.update}.get(kind)
-        if items is None:
-            continue
-        target = summary if kind == "summary" else config
-        for item in items():
-            target[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return {"config": config, "summary": summary}
+        files = sorted(path.glob("run-*.wandb"))
+        if len(files) != 1:
+            raise FileNotFoundError(f"{path} holds {len(files)} run-*.wandb files; expected one")
+        path = files[0]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    return path
+
+
+def _leet_inspect(path: Path, *flags: str, timeout: float = 120) -> str:
+    """`wandb leet inspect <flags> <file>`: W&B's own reader of a run's .wandb transaction log
+    (run by wandb-core). Always offline: WANDB_MODE=offline makes it skip its telemetry upload."""
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true"}
+    out = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", *flags, str(path)],
+                         env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise RuntimeError(f"wandb leet inspect {path} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    return out.stdout
+
+
+def read_offline_run(path: Path | str, history: bool = False) -> Dict[str, Any]:
+    """What an offline W&B run (`wandb/offline-run-*/` or its `run-*.wandb`) holds, read with W&B's
+    own reader, `wandb leet inspect --summary --json` (wandb >= 0.2x; wandb-core decodes the record
+    log): {'config': nested dict, 'summary': nested dict, 'run': {run_id, project, entity, name,
+    state, exit_code, tags}} and, with `history=True`, 'history': one dict per logged step (the
+    `history` records of `wandb leet inspect --json`) and the run's group, job_type and display_name.
+
+    wandb 0.31 has no Python reader of these files any more (`wandb.sdk.internal.datastore` is
+    gone; `wandb sync` hands the file to wandb-core), so the CLI is the API."""
+    file = offline_run_file(path)
+    data = json.loads(_leet_inspect(file, "--summary", "--json"))
+    out: Dict[str, Any] = {
+        "config": {k: v for k, v in (data.get("config") or {}).items()},
+        "summary": data.get("summary") or {},
+        "run": {k: data.get(k) for k in ("run_id", "project", "entity", "name", "state", "exit_code", "tags")},
+    }
+    if history:
+        rows: List[Dict[str, Any]] = []
+        for line in _leet_inspect(file, "--json").splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if record.get("type") == "history":
+                rows.append(record["history"].get("item") or {})
+            elif record.get("type") == "run":
+                run = record["run"]
+                out["run"].update({k: run[k] for k in ("job_type", "display_name") if run.get(k)})
+                if run.get("run_group"):
+                    out["run"]["group"] = run["run_group"]
+        out["history"] = rows
+    return out
+
+
+def flat_keys(d: Dict[str, Any], prefix: str = "") -> List[str]:
+    """Dotted paths of a nested dict's leaves (and of its dict nodes): {'model': {'act': 1}} ->
+    ['model', 'model.act']."""
+    keys = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        keys.append(key)
+        if isinstance(v, dict):
+            keys += flat_keys(v, key + ".")
+    return keys

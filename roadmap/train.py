@@ -701,8 +701,7 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
     if env.main:
         write_json(run_dir / "metrics.json", metrics)
         remove_previous(run_dir)
-        tracker.summary({k: metrics[k] for k in ("top1", "top1_best", "top5", "gflops", "gflops_224", "params",
-                                                 "train_img_s", "eval_img_s")})
+        tracker.summary(metrics)  # the keys of tracking.KEYS.summary, and the paper's figures
         log.info("%s finished: top-1 %.2f (best %.2f at epoch %d)  top-5 %.2f  in %.0f s -> %s", cfg.step,
                  metrics["top1"], metrics["top1_best"], metrics["best_epoch"], metrics["top5"],
                  metrics["wall_seconds"], run_dir / "metrics.json")

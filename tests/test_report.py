@@ -315,11 +315,11 @@ def test_wandb_offline_summary_run(sweep: Path, tmp_path: Path, monkeypatch: pyt
     stored = read_offline_run(runs[0])
     assert stored["summary"]["spearman_rho"] == pytest.approx(27 / 28)
     assert stored["summary"]["gain"] == pytest.approx(20.0)
-    assert stored["summary"]["trajectory/_type"] == "table-file"  # the wandb.Table, one row per step
-    assert stored["summary"]["trajectory/nrows"] == len(TOP1) + 2
-    assert "_wandb/visualize/trajectory_top1" in stored["config"]  # the bar chart (wandb.plot.bar)
+    assert stored["summary"]["trajectory"]["_type"] == "table-file"  # the wandb.Table, one row per step
+    assert stored["summary"]["trajectory"]["nrows"] == len(TOP1) + 2
+    assert stored["summary"]["trajectory_top1_table"]["_type"] == "table-file"  # the bar chart's (wandb.plot.bar) data
     for stem in ("trajectory", "learning_curves", "cost_accuracy"):  # every figure as an image
-        assert stored["summary"][f"{stem}_chart/_type"] == "image-file", stem
+        assert stored["summary"][f"{stem}_chart"]["_type"] == "image-file", stem
     assert stored["summary"]["big_steps_of"] == 8 and stored["summary"]["gain_se"] == pytest.approx(0.0)
     assert stored["summary"]["paper_arch_gain"] == pytest.approx(81.97 - 78.82)
     # the report dir does not become a run dir of the next report

@@ -123,11 +123,17 @@ def test_wandb_offline_run_has_the_summary(imagenette, tmp_path):
     metrics = run(cfg, tmp_path / "run")
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    stored = read_offline_run(runs[0])  # what `wandb sync` would upload
+    stored = read_offline_run(runs[0], history=True)  # what `wandb sync` would upload (read by wandb-core)
     summary, config = stored["summary"], stored["config"]
     assert summary["top1"] == pytest.approx(metrics["top1"]) and summary["params"] == metrics["params"]
     assert summary["gflops_224"] == pytest.approx(metrics["gflops_224"])
+    assert summary["paper_top1"] == 79.51 and summary["paper_gflops"] == pytest.approx(4.42, abs=0.01)  # Table 10
     assert config["step"] == "patchify_stem" and config["step_index"] == 3 and config["seed"] == 3
+    assert config["roadmap_step"] == "003-patchify_stem" and config["model"]["stem"] == "patchify"
+    assert stored["run"]["state"] == "finished" and stored["run"]["job_type"] == "path"
+    # one history row per epoch, W&B's step = the epoch, the same numbers as history.csv
+    assert [h["_step"] for h in stored["history"]] == [1, 2] == [h["epoch"] for h in stored["history"]]
+    assert stored["history"][-1]["top1"] == pytest.approx(metrics["top1"])
 
 
 def test_recipes_build_what_they_name(tmp_path):
