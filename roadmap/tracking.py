@@ -5,7 +5,7 @@ container plus the step's index on the roadmap and `roadmap_step` (a group key t
 roadmap order), so W&B tables and groups sort in roadmap order.
 
 `KEYS` below is the one registry of the keys the runs log (per epoch, in the summary, in the
-config). The dashboards (roadmap/dashboard.py) take every panel key from it, and a test checks
+config). The dashboards (roadmap/report/dashboard.py) take every panel key from it, and a test checks
 the registry against what a real offline run logs, so renaming a metric cannot silently break
 a panel.
 """

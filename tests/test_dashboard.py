@@ -1,4 +1,4 @@
-"""W&B comparison dashboards (roadmap/dashboard.py) for a real smoke sweep, offline.
+"""W&B comparison dashboards (roadmap/report/dashboard.py) for a real smoke sweep, offline.
 
 A real 2-step sweep logs to W&B offline and builds its dashboard in the report callback; the
 tests check the report's and the workspace's panels (count, kinds, keys) against the keys the
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from roadmap import dashboard, report
+from roadmap import report
+from roadmap.report import dashboard
 from roadmap.tracking import KEYS, flat_keys, read_offline_run
 
 STEPS = ("stage_ratio", "patchify_stem")  # one toggle apart: model.stem resnet -> patchify

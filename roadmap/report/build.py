@@ -22,7 +22,8 @@ WANDB_MODES = ("offline", "online", "disabled")
 
 def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Optional[PathLike] = None,
                  wandb_mode: str = "offline", results_dir: Optional[PathLike] = None, command: str = "",
-                 wandb_dir: Optional[PathLike] = None, metric: str = "last") -> Path:
+                 wandb_dir: Optional[PathLike] = None, metric: str = "last", dashboard: bool = False,
+                 publish: bool = False) -> Path:
     """Collect a sweep (or several, or a results study), write trajectory.{csv,md,png,svg},
     learning_curves.{png,svg}, cost_accuracy.{png,svg} and summary.json; return the output dir.
 
@@ -31,7 +32,8 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
     (results_dir: the sweep's `results_dir` config key, else 'results'); when that default folder
     holds kept runs (`runs/`), they join the report, so a study's report always covers all of them
     (the same run kept and in the sweep counts once). metric: 'last' (the last epoch's top-1) or
-    'best' (the best evaluated epoch's)."""
+    'best' (the best evaluated epoch's). `dashboard`: also build the W&B report and workspace of the
+    sweep offline (dashboard.py: dashboard.json + the publish commands); `publish`: and save them."""
     if wandb_mode not in WANDB_MODES:
         raise ValueError(f"wandb_mode={wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
     rows, context = collect_with_context(sweep_dir, metric)
@@ -72,4 +74,8 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
             log.info("report: W&B %s run in %s", wandb_mode, where)
         except Exception as e:  # the files are written; W&B is a convenience
             log.warning("report: W&B logging failed (%s: %s); files are in %s", type(e).__name__, e, out_dir)
+    if dashboard or publish:
+        from .dashboard import write_dashboard
+
+        write_dashboard(rows, summary, meta, out_dir, publish_now=publish)
     return out_dir

@@ -33,12 +33,15 @@ class ReportCallback(Callback):
     Registered in conf/config.yaml as hydra.callbacks.report; turn it off with
     `hydra.callbacks.report.enabled=false` or $ROADMAP_REPORT=0. W&B follows the sweep's logger
     (offline unless logger=none / logger.mode=disabled) unless `wandb` is given here; `metric`
-    is last (default) or best (hydra.callbacks.report.metric=best)."""
+    is last (default) or best (hydra.callbacks.report.metric=best); `dashboard`: also build the W&B
+    report + workspace offline (dashboard.json, publish commands printed)."""
 
-    def __init__(self, enabled: bool = True, wandb: Optional[str] = None, metric: str = "last") -> None:
+    def __init__(self, enabled: bool = True, wandb: Optional[str] = None, metric: str = "last",
+                 dashboard: bool = False) -> None:
         self.enabled = enabled
         self.wandb = wandb
         self.metric = metric
+        self.dashboard = dashboard
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.enabled or os.environ.get("ROADMAP_REPORT", "1").lower() in ("0", "false", "no", "off"):
@@ -52,6 +55,7 @@ class ReportCallback(Callback):
                 mode = OmegaConf.select(config, "logger.mode", default="disabled") if name == "wandb" else "disabled"
             overrides = " ".join(str(o) for o in (OmegaConf.select(config, "hydra.overrides.task", default=[]) or []))
             out = write_report(sweep_dir, results_dir=results_dir, wandb_mode=mode, metric=self.metric,
+                               dashboard=self.dashboard,
                                command=f"python -m roadmap -m {overrides}".strip() + "  (report at the end of the sweep)")
             log.info("report: %s", out / "trajectory.md")
             print(f"report: {out / 'trajectory.md'}", flush=True)

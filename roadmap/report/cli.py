@@ -7,6 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..files import read_json
+from . import dashboard
 from .build import WANDB_MODES, write_report
 from .render import summary_lines
 from .stats import METRICS
@@ -15,6 +16,7 @@ USAGE = """\
     python -m roadmap.report outputs/sweeps/roadmap_path-imagenette-proxy-resnet50
     python -m roadmap.report results/imagenette-proxy        # a results study: rebuilt from its runs/
     python -m roadmap.report <dir> [<dir> ...] [--out DIR] [--metric last|best] [--wandb offline|online|disabled]
+    python -m roadmap.report <dir> --wandb-dashboard [--publish]   # + the W&B report and workspace
 """
 
 
@@ -34,14 +36,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "biased upward) or the best evaluated epoch's (what the official ConvNeXt code reports)")
     p.add_argument("--wandb", default="offline", choices=WANDB_MODES,
                    help="log a summary run to W&B (default: offline, no network or API key needed)")
+    p.add_argument("--wandb-dashboard", action="store_true",
+                   help="also build a W&B report + workspace view of the sweep offline (dashboard.json) "
+                        "and print the commands that publish it")
+    p.add_argument("--publish", action="store_true",
+                   help="with --wandb-dashboard: save the report and the workspace to W&B and print their URLs "
+                        "(needs the network and an API key; `wandb sync` the runs first)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "python -m roadmap.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    problem = dashboard.publish_problem(probe=True) if args.publish else None
+    if problem:  # before any work: one line (offline, no API key, no server)
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        out = write_report(args.sweep_dir, args.out, args.wandb, args.results_dir, command=command, metric=args.metric)
+        out = write_report(args.sweep_dir, args.out, args.wandb, args.results_dir, command=command, metric=args.metric,
+                           dashboard=args.wandb_dashboard, publish=args.publish)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except dashboard.PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     summary = read_json(out / "summary.json")
     print(f"report: {out}/trajectory.md (.csv, {', '.join(summary.get('figures', []))} + .svg, summary.json)")
     for line in summary_lines(summary):

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlparse
 
-from .files import atomic_write_text, read_json
-from .tracking import KEYS, run_identity, wandb_run_id
+from ..files import atomic_write_text, read_json
+from ..tracking import KEYS, run_identity, wandb_run_id
 
 SPEC_NAME = "dashboard.json"
 PUBLISH_TIMEOUT_S = 180
@@ -341,7 +341,7 @@ def build(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[st
                     "title": getattr(p, "title", None), "keys": panel_keys(p)} for p in ps]
     report = wr.Report(project=project, entity=entity or "", title=title, width="fluid", blocks=blocks,
                        description=f"W&B group{'s' if len(groups) > 1 else ''} {', '.join(groups)}; built by "
-                                   "`python -m roadmap.report --wandb-dashboard` (roadmap/dashboard.py)")
+                                   "`python -m roadmap.report --wandb-dashboard` (roadmap/report/dashboard.py)")
 
     ws_sections = []
     for name, (heading, _, _) in SECTIONS.items():
@@ -434,7 +434,7 @@ def specification(dash: Dashboard) -> Dict[str, Any]:
             if name not in used[section]:
                 used[section].append(name)
     return {
-        "what": "W&B Report and saved workspace view of this sweep (roadmap/dashboard.py); "
+        "what": "W&B Report and saved workspace view of this sweep (roadmap/report/dashboard.py); "
                 "`report` and `workspace` are exactly what `--publish` sends (wandb-workspaces models)",
         "target": {"project": dash.project, "entity": dash.entity, "groups": dash.groups,
                    "entity_note": None if dash.entity else
