@@ -139,6 +139,7 @@ class ScaleConfig:
     max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
     max_val_samples: Optional[int] = None
     workers: int = ranged(2, 0)
+    loader: str = choice("cpu", "device")       # device: uint8 images + augmentation on the device (device_data.py)
     device: str = "auto"                        # auto | cpu | cuda
     amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU
     channels_last: str = choice("auto", "on", "off")
