@@ -4,7 +4,8 @@
 # budget; leaves at most 8 files in OUT_DIR, laid out as the repository's results/:
 #
 #   OUT_DIR/device_check.log                               everything printed (versions, stages, timings)
-#   OUT_DIR/results/bench-gpu.md                           ours vs timm, train + infer, per setting
+#   OUT_DIR/results/bench-gpu.md                           ours vs timm, train + infer, 224 + 64 px, per setting
+#   OUT_DIR/results/bench-gpu-compile.md                   torch.compile vs eager, ConvNeXt-T training at 64 px
 #   OUT_DIR/results/imagenette-proxy_gpu/trajectory.md     the report (+ .csv, .png, summary.json)
 #   OUT_DIR/results/imagenette-proxy_gpu/runs.tar.gz       per run: metrics.json, history.csv, config.yaml,
 #                                                          train.log; packed.json; loader figures; other report files
@@ -12,7 +13,7 @@
 #   make device-bundle                      # here, first: .device/ (wheels + Imagenette as WebP)
 #   bash experiments/device_check.sh "$OUT" # there (device tool: carry [".device"], timeout_s 600)
 #
-# Stops itself in time: the bench has BENCH_S seconds, training stops starting runs that would not
+# Stops itself in time: the bench passes have BENCH_S and COMPILE_S seconds, training stops starting runs that would not
 # finish and stops the rest at BUDGET_S - REPORT_S; the report and the archive of what finished
 # are written in any case. The same script runs on CPU in tests/test_device_check.py with tiny
 # settings through these variables:
@@ -22,15 +23,16 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 BUNDLE=${BUNDLE:-.device}                 # wheels/*.whl + imagenette-*.npz (make device-bundle)
 BUDGET_S=${BUDGET_S:-530}                 # the whole command
-BENCH_S=${BENCH_S:-150}                   # bench stage: eager settings first, then torch.compile
+BENCH_S=${BENCH_S:-90}                    # bench, eager settings (fp32, channels_last, bf16, bf16+channels_last)
+COMPILE_S=${COMPILE_S:-60}                # bench, torch.compile pass (0: none)
 REPORT_S=${REPORT_S:-40}                  # kept at the end for the report and the archive
 SEEDS=${SEEDS:-"0 1"}
 SLOTS=${SLOTS:-4}                         # runs side by side on the GPU (roadmap.packed)
 STEPS=${STEPS:-}                          # default: the 14-step main path
 DEVICE=${DEVICE:-cuda}
 RUN_ARGS=${RUN_ARGS:-"scale=proxy_gpu"}   # hydra overrides of every run
-BENCH_ARGS=${BENCH_ARGS:-"--levers --device $DEVICE --endpoints-only --img-size 224 64"}
-BENCH_COMPILE=${BENCH_COMPILE:-1}         # 1: a second bench pass with --compile-too, if time allows
+BENCH_ARGS=${BENCH_ARGS:-"--levers --device $DEVICE --endpoints-only --img-size 224 64 --repeats 5 --min-time 0.15"}
+COMPILE_ARGS=${COMPILE_ARGS:-"--levers bf16 bf16+compile --device $DEVICE --steps separate_downsampling --mode train --img-size 64 --repeats 5 --min-time 0.15"}
 LOADER_S=${LOADER_S:-3}                   # seconds per recipe timing the on-device loader
 STUDY=${STUDY:-imagenette-proxy_gpu}
 WORK=${WORK:-$(mktemp -d /tmp/device_check.XXXXXX)}
@@ -45,8 +47,9 @@ stage() { echo; echo "== [$(elapsed) s] $*"; }
 status=0
 fail() { echo "!! $*"; status=1; }
 
-stage "device check: budget ${BUDGET_S} s, bench ${BENCH_S} s, seeds ${SEEDS}, ${SLOTS} runs at a time; work dir $WORK"
+stage "device check: budget ${BUDGET_S} s, bench ${BENCH_S} + ${COMPILE_S} s, seeds ${SEEDS}, ${SLOTS} runs at a time; work dir $WORK"
 git log -1 --format='commit %h %s' 2>/dev/null || true
+cat "$BUNDLE/MANIFEST.json" 2>/dev/null || true
 
 stage "wheels from $BUNDLE/wheels -> $WORK/site"
 if ls "$BUNDLE"/wheels/*.whl >/dev/null 2>&1; then
@@ -59,7 +62,7 @@ fi
 export PYTHONPATH="$PWD:$WORK/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 WANDB_MODE=disabled ROADMAP_REPORT=0
 
 stage "nvidia-smi"
-if command -v nvidia-smi >/dev/null; then nvidia-smi; else echo "(no nvidia-smi: CPU dry run)"; fi
+if command -v nvidia-smi >/dev/null; then timeout 30 nvidia-smi; else echo "(no nvidia-smi: CPU dry run)"; fi
 
 stage "versions and imports"
 "$PY" - <<'PY' || { fail "the device check's imports fail: nothing else can run"; finish 1; }
@@ -75,21 +78,17 @@ stage "data: $BUNDLE/imagenette-*.npz -> $WORK/imagenette"
 NPZ=$(ls "$BUNDLE"/imagenette-*.npz 2>/dev/null | head -1)
 [ -n "$NPZ" ] && "$PY" -m roadmap.bundle unpack "$NPZ" "$WORK/imagenette" || fail "no data in $BUNDLE"
 
-stage "bench (eager settings; at most $(( BENCH_S * 2 / 5 )) s)"
-timeout -k 10 $(( BENCH_S * 2 / 5 )) "$PY" -m roadmap.bench $BENCH_ARGS --out "$OUT/results/bench-gpu.md" \
-  || fail "bench (eager) did not finish"
-if [ "$BENCH_COMPILE" = 1 ]; then
-  SHARE=$(( BENCH_S - BENCH_S * 2 / 5 ))
-  stage "bench with torch.compile (at most $SHARE s; replaces bench-gpu.md when it finishes)"
-  if timeout -k 10 "$SHARE" "$PY" -m roadmap.bench $BENCH_ARGS --compile-too --out "$WORK/bench-compile.md"; then
-    cp "$WORK/bench-compile.md" "$OUT/results/bench-gpu.md"
-  else
-    echo "(compile pass stopped at its time share; bench-gpu.md holds the eager settings)"
-  fi
+stage "bench: eager settings (at most $BENCH_S s)"
+timeout -k 10 "$BENCH_S" "$PY" -m roadmap.bench $BENCH_ARGS --out "$OUT/results/bench-gpu.md" \
+  || fail "bench (eager settings) did not finish"
+if [ "$COMPILE_S" -gt 0 ]; then
+  stage "bench: torch.compile (at most $COMPILE_S s)"
+  timeout -k 10 "$COMPILE_S" "$PY" -m roadmap.bench $COMPILE_ARGS --out "$WORK/bench-gpu-compile.md" \
+    && cp "$WORK/bench-gpu-compile.md" "$OUT/results/" || echo "(the compile pass did not finish in $COMPILE_S s)"
 fi
 
 stage "device loader throughput"
-"$PY" -m roadmap.device_data bench --device "$DEVICE" --seconds "$LOADER_S" | tee "$WORK/loader.txt" || fail "loader bench failed"
+"$PY" -m roadmap.device_data bench --device "$DEVICE" --seconds "$LOADER_S" --threads 1 | tee "$WORK/loader.txt" || fail "loader bench failed"
 
 SWEEP="$WORK/sweeps/$STUDY"
 TRAIN_S=$(( BUDGET_S - REPORT_S - $(elapsed) ))

@@ -240,9 +240,11 @@ def build(out: Path, data_root: Path, log=print) -> None:
         log(f"data: Imagenette's prepared cache at {size} px as WebP q{WEBP_QUALITY} -> {npz}")
         info = pack_data(data_root, npz, size)
         log(f"  {info['train_images']} train + {info['val_images']} val images")
+    from .train import git_commit
+
     (out / "MANIFEST.json").write_text(json.dumps({
         "wheels": sorted(w.name for w in wheels_dir.glob("*.whl")), "data": npz.name, "cache_size": size,
-        "scale": GPU_SCALE, "built": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
+        "scale": GPU_SCALE, "commit": git_commit(), "built": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1) + "\n")
     log(f"built {out} in {time.perf_counter() - t0:.0f} s")
 
 

@@ -55,16 +55,20 @@ def dry_run(tmp_path_factory, imagenette):
     (tracer / "sitecustomize.py").write_text(TRACER)
     out, work, log = tmp / "out", tmp / "work", tmp / "imports.txt"
     env = dict(os.environ, PYTHON=sys.executable, BUNDLE=str(b), WORK=str(work), DEVICE="cpu", SLOTS="2",
-               SEEDS="0", STEPS="baseline separate_downsampling", BUDGET_S="240", BENCH_S="60", REPORT_S="40",
-               BENCH_COMPILE="0", ROADMAP_IMPORT_LOG=str(log),
+               SEEDS="0", STEPS="baseline separate_downsampling", LOADER_S="0.5",
+               BUDGET_S="1500", BENCH_S="600", REPORT_S="300",  # generous: a loaded CI box must not hit them
+               COMPILE_S="600", ROADMAP_IMPORT_LOG=str(log),
                PYTHONPATH=f"{tracer}:{os.environ.get('PYTHONPATH', '')}",
                BENCH_ARGS="--levers --device cpu --endpoints-only --img-size 32 --batch-size 4 --width-mult 0.25 "
-                          "--repeats 5 --warmup 1 --iters 1",
+                          "--repeats 5 --warmup 1 --iters 1 --threads 1",
+               # the compile stage's plumbing, without compiling (inductor: tests/test_gpu_paths.py)
+               COMPILE_ARGS="--levers fp32 --device cpu --steps baseline --mode train --img-size 32 --batch-size 4 "
+                            "--width-mult 0.25 --repeats 5 --warmup 1 --iters 1 --threads 1",
                RUN_ARGS="scale=smoke scale.device=cpu scale.loader=device scale.epochs=1 scale.max_steps_per_epoch=2 "
                         "scale.batch_size=4 scale.width_mult=0.25 scale.img_size=32 scale.workers=0")
     t0 = time.perf_counter()
     r = subprocess.run(["bash", str(REPO / "experiments" / "device_check.sh"), str(out)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=850)
     return {"r": r, "out": out, "work": work, "imports": log, "seconds": time.perf_counter() - t0}
 
 
@@ -72,12 +76,13 @@ def test_dry_run_goes_through_every_stage(dry_run):
     r, out = dry_run["r"], dry_run["out"]
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == ["device_check.log", "results/bench-gpu.md", "results/imagenette-proxy_gpu/runs.tar.gz",
+    assert files == ["device_check.log", "results/bench-gpu-compile.md", "results/bench-gpu.md",
+                     "results/imagenette-proxy_gpu/runs.tar.gz",
                      "results/imagenette-proxy_gpu/summary.json", "results/imagenette-proxy_gpu/trajectory.csv",
                      "results/imagenette-proxy_gpu/trajectory.md", "results/imagenette-proxy_gpu/trajectory.png"]
     log = (out / "device_check.log").read_text()
     assert log == r.stdout  # the log is complete when the script returns
-    for stage in ("wheels from", "nvidia-smi", "versions and imports", "data:", "bench (eager", "device loader",
+    for stage in ("wheels from", "nvidia-smi", "versions and imports", "data:", "bench: eager", "bench: torch.compile", "device loader",
                   "GPU proxy: main path", "report", "archive", "done in"):
         assert f"] {stage}" in log, stage
     assert (dry_run["work"] / "site" / "roadmap_fake_pkg" / "__init__.py").exists()  # the wheel was installed
