@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from .config import (Config, ConfigError, DataConfig, LoggerConfig, ModelConfig, RecipeConfig, RegimeConfig,
                      ScaleConfig, register_configs)
 from .files import write_json
-from .steps import check_choice
+from .launch import check_n_jobs
+from .steps import check_choice, option_names
 
 log = logging.getLogger("roadmap")
 
@@ -49,6 +50,8 @@ def precheck(argv: List[str]) -> None:
         if arg.startswith("-") or "=" not in arg:
             continue
         key, _, value = arg.lstrip("+~").partition("=")
+        if key == "hydra.launcher.n_jobs":
+            check_n_jobs(value)
         if key.startswith("hydra") or key.startswith("/"):
             continue
         if key in GROUPS:
@@ -61,6 +64,10 @@ def precheck(argv: List[str]) -> None:
             names = [f.name for f in dataclasses.fields(SCHEMAS[node])]
             if field.split(".")[0] not in names:
                 raise ConfigError(f"{key} is not an option; allowed {node}.*: {', '.join(names)}")
+            if key.startswith("scale.lr_mult."):
+                recipes = option_names("recipe")
+                if key.split(".")[2] not in recipes:
+                    raise ConfigError(f"{key} is not an option; allowed scale.lr_mult.*: {', '.join(recipes)}")
         elif key not in TOP_KEYS:
             raise ConfigError(f"{key} is not an option; allowed: {', '.join(sorted(TOP_KEYS | set(SCHEMAS)))} "
                               f"and the groups {', '.join(GROUPS)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -135,14 +135,17 @@ class ScaleConfig:
     batch_size: int = ranged(64, 1)             # per process, per step
     global_batch: Optional[int] = None          # reached through gradient accumulation
     lr_scaling: str = choice("linear", "sqrt")  # lr = recipe.lr * (global_batch / lr_base_batch)[^0.5]
+    # recipe name -> lr multiplier: a proxy's learning rate, chosen once per recipe (README "CPU proxy study")
+    lr_mult: Dict[str, float] = field(default_factory=lambda: {"classic": 1.0, "modern": 1.0})
     max_steps_per_epoch: Optional[int] = None
     max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
     max_val_samples: Optional[int] = None
     workers: int = ranged(2, 0)
+    threads: Optional[int] = ranged(None, 1)    # CPU threads of this run (None: OMP_NUM_THREADS, else all cores)
     loader: str = choice("cpu", "device")       # device: uint8 images + augmentation on the device (device_data.py)
     device: str = "auto"                        # auto | cpu | cuda
-    amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU
-    channels_last: str = choice("auto", "on", "off")
+    amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU (measured: README "Speed")
+    channels_last: str = choice("auto", "on", "off")  # auto: on for CUDA; on CPU for NCHW-block models only
     compile: bool = False
     eval_every: int = ranged(1, 1)
 
@@ -249,6 +252,12 @@ def validate(cfg: DictConfig | Config) -> None:
     from .steps import step_names  # noqa: WPS433 (avoid a cycle at import time)
     if cfg.step not in step_names():
         raise ConfigError(f"step={cfg.step!r} is unknown; allowed: {', '.join(step_names())}")
+    recipes = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
+    for name, mult in dict(cfg.scale.lr_mult or {}).items():
+        if name not in recipes:
+            raise ConfigError(f"scale.lr_mult.{name} is not a recipe; allowed keys: {', '.join(recipes)}")
+        if not isinstance(mult, (int, float)) or mult <= 0:
+            raise ConfigError(f"scale.lr_mult.{name}={mult!r} is out of range; allowed: (0, inf)")
     if cfg.scale.global_batch is not None and cfg.scale.global_batch % cfg.scale.batch_size:
         raise ConfigError(f"scale.global_batch={cfg.scale.global_batch} is not a multiple of scale.batch_size={cfg.scale.batch_size}")
 

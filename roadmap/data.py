@@ -376,7 +376,7 @@ class Augmented(Dataset):
             saved = random.getstate(), np.random.get_state(), torch.get_rng_state()
         random.seed(s)  # timm: RandomResizedCrop, flip, RandAugment magnitudes, RandomErasing
         np.random.seed(s % 2 ** 32)  # timm: RandAugment's choice of ops
-        torch.manual_seed(s)
+        torch.default_generator.manual_seed(s)  # CPU only: torch.manual_seed also queues lazy CUDA/XPU/MTIA seeding, ~1 ms each time
         img, y = self.base[i]
         out = self.transform(img), y
         if in_main:
@@ -510,6 +510,8 @@ def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], 
                   generator=torch.Generator().manual_seed(cfg.seed))
     if workers > 0:
         common["prefetch_factor"] = 4
+        if "fork" in mp.get_all_start_methods():  # explicit: inside a loky worker (hydra/launcher=parallel)
+            common["multiprocessing_context"] = mp.get_context("fork")  # the default context is loky's
     train = DataLoader(train_ds, batch_size=cfg.scale.batch_size, sampler=train_sampler, drop_last=True, **common)
     val = DataLoader(val_ds, batch_size=cfg.scale.batch_size * 2, sampler=val_sampler, drop_last=False, **common)
     info.update(train_images=len(train_ds), val_images=len(val_ds), classes=len(classes))

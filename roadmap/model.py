@@ -337,6 +337,12 @@ class ModernizableResNet(nn.Module):
             if resnet_init and isinstance(m, Block) and hasattr(getattr(m, "norm_out", None), "weight"):
                 nn.init.zeros_(m.norm_out.weight)  # zero-init the branch's last norm (timm's zero_init_last)
 
+    @property
+    def nhwc_blocks(self) -> bool:
+        """Whether the blocks run channels-last inside (ConvNeXt's LayerNorm + Linear path): feeding such a
+        model a channels_last batch gains nothing on CPU (README "Speed"), unlike the NCHW conv + BN blocks."""
+        return any(getattr(m, "channels_last", False) for m in self.modules() if isinstance(m, Block))
+
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 

@@ -46,7 +46,7 @@ def test_bench_tiny_table_ratios_and_markdown(tmp_path, monkeypatch):
     text = out.read_text()
     assert text.startswith("# Benchmark: ours vs timm (cpu)")
     assert "`python -m roadmap.bench --tiny`" in text and "threads: 2" in text and "timm 1." in text
-    assert "| ours | timm | mode | px | batch | ours/timm (ratio of medians) | per-repeat min–max | ≥ 0.97 |" in text
+    assert "| ours | timm | lever | mode | px | batch | ours/timm (ratio of medians) | per-repeat min–max | ≥ 0.97 |" in text
     assert text.count("| separate_downsampling | convnext_tiny |") == 2
     rows = [l for l in text.splitlines() if l.startswith("| ") and " | 32 | 4 | " in l]
     assert len(rows) == 6 + 2  # measurements + ratios
@@ -70,8 +70,14 @@ def test_cli_endpoints_only(tmp_path):
                  "--repeats", "5", "--iters", "1", "--warmup", "0", "--width-mult", "0.25", "--num-classes", "10",
                  "--mode", "infer", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "| baseline | resnet50 | infer | 32 | 2 |" in text and "kernel_7" not in text.split("## All")[1]
+    assert "| baseline | resnet50 | - | infer | 32 | 2 |" in text and "kernel_7" not in text.split("## All")[1]
     assert "repeats: 5 timed blocks" in text
+
+
+def test_cli_checks_levers(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--levers", "fp16", "--out", str(tmp_path / "x.md")])
+    assert e.value.code == 2 and "unknown lever(s) fp16" in capsys.readouterr().err
 
 
 def test_loader_and_epoch_time_on_real_images(tmp_path, imagenette):
@@ -100,3 +106,48 @@ def test_loader_and_epoch_time_on_real_images(tmp_path, imagenette):
     assert "## Data path: loader vs model at proxy scale" in text and "| separate_downsampling | modern |" in text
     assert "## Epoch time: `separate_downsampling`" in text and "| true (prepared uint8 cache) |" in text
     assert list((tmp_path / "cache").glob("*.json"))  # the cache went to data.cache_dir
+
+
+def test_levers_are_interleaved_and_compared_with_fp32(tmp_path, monkeypatch):
+    """--levers: one model under fp32 and channels_last (and timm's counterpart under both, with
+    --endpoints-only), block by block in one process; ratios lever / fp32 per model; the markdown table."""
+    calls = []
+    real_timed = bench_mod.Runner.timed
+
+    def timed(self, mode, iters):
+        calls.append(self.cand.label)
+        assert self.s.channels_last == (self.cand.lever == "channels_last")
+        return real_timed(self, mode, iters)
+
+    monkeypatch.setattr(bench_mod.Runner, "timed", timed)
+    out = tmp_path / "levers.md"
+    res = bench(["separate_downsampling"], "cpu", [32], [4], mode="train", out=out, endpoints_only=True,
+                settings=Settings(**TINY), argv=["python", "-m", "roadmap.bench", "--levers"], log=lambda *_: None,
+                levers=["fp32", "channels_last"])
+    labels = ["separate_downsampling (ours, fp32)", "separate_downsampling (ours, channels_last)",
+              "convnext_tiny (timm, fp32)", "convnext_tiny (timm, channels_last)"]
+    assert [m.label for m in res["results"]] == labels
+    assert calls == labels + labels[::-1]  # repeat 2 in reverse order
+    lr = res["levers"]
+    assert [(r.name, r.lever, r.base) for r in lr] == [("separate_downsampling", "channels_last", "fp32"),
+                                                       ("convnext_tiny", "channels_last", "fp32")]
+    by = {m.label: m for m in res["results"]}
+    assert lr[0].ratio == pytest.approx(by[labels[1]].median / by[labels[0]].median)
+    # ours / timm per lever
+    assert sorted(r.lever for r in res["ratios"]) == ["channels_last", "fp32"]
+    text = out.read_text()
+    assert "## Speed levers" in text and "| channels_last / fp32 |" in text
+    assert "bf16 instructions:" in text and "warm-up s" in text
+
+
+def test_processes_side_by_side_in_real_processes(tmp_path):
+    """--processes 2: one 2-thread worker against two 1-thread workers that train at the same time."""
+    from roadmap.bench import run_processes
+
+    s = Settings(**TINY, threads=2)
+    res = run_processes(["baseline"], 32, 4, s, "fp32", procs=2, seconds=0.3, repeats=2, log=lambda *_: None)
+    (p,) = res
+    assert (p.cores, p.procs, len(p.single), len(p.side_by_side)) == (2, 2, 2, 2)
+    assert all(v > 0 for v in p.single + p.side_by_side) and p.ratio > 0
+    with pytest.raises(ValueError):
+        run_processes(["baseline"], 32, 4, Settings(**TINY, threads=3), procs=2)
