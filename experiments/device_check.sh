@@ -31,8 +31,8 @@ SLOTS=${SLOTS:-4}                         # runs side by side on the GPU (roadma
 STEPS=${STEPS:-}                          # default: the 14-step main path
 DEVICE=${DEVICE:-cuda}
 RUN_ARGS=${RUN_ARGS:-"scale=proxy_gpu"}   # hydra overrides of every run
-BENCH_ARGS=${BENCH_ARGS:-"--levers --device $DEVICE --endpoints-only --img-size 224 64 --repeats 5 --min-time 0.15"}
-COMPILE_ARGS=${COMPILE_ARGS:-"--levers bf16 bf16+compile --device $DEVICE --steps separate_downsampling --mode train --img-size 64 --repeats 5 --min-time 0.15"}
+BENCH_ARGS=${BENCH_ARGS:-"--levers --device $DEVICE --endpoints-only --img-size 224 64 --repeats 5 --min-time 0.1"}
+COMPILE_ARGS=${COMPILE_ARGS:-"--levers bf16 bf16+compile --device $DEVICE --steps separate_downsampling --mode train --img-size 64 --repeats 5 --min-time 0.1"}
 LOADER_S=${LOADER_S:-3}                   # seconds per recipe timing the on-device loader
 STUDY=${STUDY:-imagenette-proxy_gpu}
 WORK=${WORK:-$(mktemp -d /tmp/device_check.XXXXXX)}

@@ -59,8 +59,8 @@ def dry_run(tmp_path_factory, imagenette):
                BUDGET_S="1500", BENCH_S="600", REPORT_S="300",  # generous: a loaded CI box must not hit them
                COMPILE_S="600", ROADMAP_IMPORT_LOG=str(log),
                PYTHONPATH=f"{tracer}:{os.environ.get('PYTHONPATH', '')}",
-               BENCH_ARGS="--levers --device cpu --endpoints-only --img-size 32 --batch-size 4 --width-mult 0.25 "
-                          "--repeats 5 --warmup 1 --iters 1 --threads 1",
+               BENCH_ARGS="--levers fp32 bf16+channels_last --device cpu --endpoints-only --mode train --img-size 32 "
+                          "--batch-size 4 --width-mult 0.25 --repeats 5 --warmup 1 --iters 1 --threads 1",
                # the compile stage's plumbing, without compiling (inductor: tests/test_gpu_paths.py)
                COMPILE_ARGS="--levers fp32 --device cpu --steps baseline --mode train --img-size 32 --batch-size 4 "
                             "--width-mult 0.25 --repeats 5 --warmup 1 --iters 1 --threads 1",
@@ -68,7 +68,8 @@ def dry_run(tmp_path_factory, imagenette):
                         "scale.batch_size=4 scale.width_mult=0.25 scale.img_size=32 scale.workers=0")
     t0 = time.perf_counter()
     r = subprocess.run(["bash", str(REPO / "experiments" / "device_check.sh"), str(out)], cwd=REPO, env=env,
-                       capture_output=True, text=True, timeout=850)
+                       capture_output=True, text=True,
+                       timeout=float(os.environ.get("ROADMAP_DRY_RUN_TIMEOUT", "850")))
     return {"r": r, "out": out, "work": work, "imports": log, "seconds": time.perf_counter() - t0}
 
 
