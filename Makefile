@@ -10,7 +10,7 @@ ARGS   ?=
 SCALE  ?= smoke
 SEEDS  ?= 0
 
-.PHONY: setup run test test-all complexity sweep sweep-full ablation cmt-sweep report bench proxy clean
+.PHONY: setup run test test-all complexity sweep sweep-full ablation cmt-sweep report bench proxy device-bundle clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,9 @@ report: $(STAMP)         ## make report SWEEP=outputs/sweeps/<sweep id>
 
 bench: $(STAMP)          ## ours vs timm, train + infer img/s -> results/bench-cpu.md
 	$(BIN)/python -m roadmap.bench $(ARGS)
+
+device-bundle: $(STAMP)  ## .device/: wheels the GPU machine lacks + Imagenette as WebP; prints what would travel
+	$(BIN)/python -m roadmap.bundle build $(ARGS)
 
 clean:
 	rm -rf outputs .pytest_cache

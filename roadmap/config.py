@@ -148,6 +148,7 @@ class ScaleConfig:
     max_val_samples: Optional[int] = None
     workers: int = ranged(2, 0)
     threads: Optional[int] = ranged(None, 1)    # CPU threads of this run (None: OMP_NUM_THREADS, else all cores)
+    loader: str = choice("cpu", "device")       # device: uint8 images + augmentation on the device (device_data.py)
     device: str = "auto"                        # auto | cpu | cuda
     amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU (measured: README "Speed")
     channels_last: str = choice("auto", "on", "off")  # auto: on for CUDA; on CPU for NCHW-block models only

@@ -598,6 +598,9 @@ def discover_num_classes(cfg: Any) -> None:
 
 
 def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], None] = log.info) -> Data:
+    if cfg.scale.loader == "device":  # uint8 images and the augmentations on the training device
+        from .device_data import build_device_data
+        return build_device_data(cfg, rank, world, log_fn)
     train_base, val_base, info = base_datasets(cfg, log_fn)
     classes = list(train_base.classes)
     if cfg.data.name not in ("synthetic", "imagefolder") and len(classes) != cfg.model.num_classes:
