@@ -43,7 +43,7 @@ def _env(fault=""):
             "ROADMAP_FAULT": fault}
 
 
-def cli(args, cwd, fault="", timeout=900):
+def cli(args, cwd, fault="", timeout=1800):
     return subprocess.run([sys.executable, "-m", "roadmap", *args], cwd=cwd, env=_env(fault), capture_output=True,
                           text=True, timeout=timeout)
 
@@ -156,7 +156,7 @@ def test_sigterm_to_the_process_group_mid_epoch_then_rerun_equals_uninterrupted(
              proc, what="training to start")
     time.sleep(2.5)  # updates take >= 1.5 s: this lands inside epoch 1
     os.killpg(proc.pid, signal.SIGTERM)
-    assert proc.wait(timeout=300) == EXIT_PREEMPTED, output(proc)[-3000:]
+    assert proc.wait(timeout=900) == EXIT_PREEMPTED, output(proc)[-3000:]
     text = output(proc)
     assert "stopped by SIGTERM in epoch 1/2 after step" in text and "rerun the same command to resume" in text
     assert "stopped by SIGTERM in epoch 1/2 after step" in (run_dir / "train.log").read_text()
@@ -246,11 +246,12 @@ def test_submitit_requeues_a_preempted_job_which_resumes_exactly(work, reference
     wait_for(lambda: "global batch" in (run_dir / "train.log").read_text(), sweep, what="the job to train")
     time.sleep(2.0)
     os.kill(holder["pid"], signal.SIGUSR2)
-    assert sweep.wait(timeout=600) == 0, output(sweep)[-3000:]
+    assert sweep.wait(timeout=1800) == 0, output(sweep)[-3000:]
     log = (run_dir / "train.log").read_text()
     assert "stopped by SIGUSR2 in epoch 1/2 after step" in log
-    assert "requeueing through submitit" in log and "resumed separate_downsampling" in log
+    assert "resumed separate_downsampling" in log
     job_logs = "".join(p.read_text() for p in (d / "sub").rglob(".submitit/*/*_log.*"))
+    assert "stopped by SIGUSR2: requeueing through submitit" in job_logs
     assert "Requeued job" in job_logs  # submitit's own record of the requeue
     assert_same_results(run_dir, reference)
 

@@ -111,11 +111,13 @@ def _distributions(module_lines):
         for mod in line.split()[1:]:
             if mod in sys.stdlib_module_names or mod in sys.builtin_module_names or mod in local:
                 continue
+            if mod == "hydra_plugins":  # the namespace Hydra scans for optional plugins (launchers): those
+                continue                 # installed here are imported at start-up; Hydra runs without any
             if mod in pkg_to_dist:
                 dists.update(bundle.canonical(d) for d in pkg_to_dist[mod])
-            else:
+            elif not mod.startswith("_"):  # _cython_*, _sysconfigdata_*, torch's generated modules: no package
                 unknown.add(mod)
-    return dists, unknown
+    return dists - {"roadmap"}, unknown  # this project (its editable-install finder) travels as the tree
 
 
 def test_every_import_on_the_path_is_on_the_machine_or_in_the_bundle(dry_run):

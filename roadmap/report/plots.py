@@ -377,6 +377,7 @@ def _label_points(ax: Any, pts: List[Tuple[float, float, str]]) -> None:
     coordinates); where none is free, the least crowded."""
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
+    ax.margins(x=0.1, y=0.06)  # room for the tags of the outermost points
     ax.autoscale_view()
     ax.set_xlim(ax.get_xlim())  # freeze the limits: the placement is in display coordinates
     ax.set_ylim(ax.get_ylim())

@@ -228,7 +228,7 @@ def summary_lines(summary: Dict[str, Any]) -> List[str]:
     lines = []
     bs = summary.get("big_steps") or {}
     if bs.get("measured"):
-        of = f"{bs['measured']} measured (of {bs['of']})" if bs["measured"] != bs["of"] else str(bs["of"])
+        of = f"the {bs['measured']} measured (of {bs['of']})" if bs["measured"] != bs["of"] else str(bs["of"])
         against = f"; {bs['disagree_beyond_2se']} disagree beyond 2 SE" if bs["disagree_beyond_2se"] else ""
         lines.append(f"- **Big steps** (main-path steps the paper moves by ≥ {bs['min_paper_delta']} points): "
                      f"**{bs['agree']} of {of} signs agree** with the paper, **{bs['agree_beyond_2se']} of them "

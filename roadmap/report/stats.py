@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from ..steps import step_info
 from .paper import BIG_STEP_MIN, DEFAULT_REGIME, architecture_start, big_steps, main_path
 
 STD_NOTE = "sample standard deviation over seeds (ddof=1)"
@@ -114,7 +115,7 @@ def big_step_scores(rows: List[Dict[str, Any]], regime: Optional[str] = None) ->
         for bs in big_steps(regime, roadmap):
             a, b = by_step.get(bs["step"]), by_step.get(bs["vs"])
             p = paired(a["by_seed"], b["by_seed"]) if a is not None and b is not None else paired({}, {})
-            out.append({"step": bs["step"], "label": a["label"] if a else bs["step"], "vs": bs["vs"],
+            out.append({"step": bs["step"], "label": step_info(bs["step"])["label"], "vs": bs["vs"],
                         "paper_delta": bs["paper_delta"], "ours": p["delta"], "se": p["se"], "n": p["n"],
                         "seeds": p["seeds"], "beyond_2se": p["beyond_2se"],
                         "sign_agrees": sign(p["delta"]) == sign(bs["paper_delta"]) if p["delta"] is not None else None})
