@@ -97,7 +97,9 @@ def _hydra_main(cfg: DictConfig) -> Any:
     try:
         metrics = run(cfg, run_dir)
         if os.environ.get("RANK", "0") == "0":
-            print(f"metrics: {run_dir / 'metrics.json'}  (top-1 {metrics['top1']:.2f})", flush=True)
+            n = int(cfg.data.num_classes)  # resolved by run()
+            print(f"metrics: {run_dir / 'metrics.json'}  (top-1 {metrics['top1']:.2f} % on {metrics.get('val_images', '?')} "
+                  f"val images; chance {100 / n:.1f} % for {n} classes)", flush=True)
         if stop_requested() is not None:  # the signal came while the run was finishing: stop the sweep here
             _stop(stop_requested(), run_dir)
         return metrics

@@ -178,8 +178,10 @@ def test_cli_builds_offline_and_publish_refuses_at_once(smoke, tmp_path, monkeyp
 
 
 def _report_inputs(sweep):
-    rows, context = report._collect(sweep)
-    return rows, report.summarize(rows), report.describe(rows, context)
+    from roadmap.report.stats import summarize
+
+    rows, context = report.collect_with_context(sweep)
+    return rows, summarize(rows, context["regime"]), report.describe(rows, context)
 
 
 def test_publish_saves_both_and_updates_them_next_time(smoke, tmp_path, monkeypatch, capsys):

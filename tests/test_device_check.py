@@ -22,7 +22,9 @@ TRACER = '''import atexit, os, sys
 def _dump():
     names = sorted({m.split(".")[0] for m in list(sys.modules)})
     with open(os.environ["ROADMAP_IMPORT_LOG"], "a") as f:
-        f.write(" ".join([os.path.basename(sys.argv[0] or "-")] + names) + "\\n")
+        prog = sys.argv[0] or "-"  # python -m pkg: .../pkg/__main__.py -> pkg/__main__.py
+        prog = "/".join(prog.split(os.sep)[-2:]) if os.path.basename(prog) == "__main__.py" else os.path.basename(prog)
+        f.write(" ".join([prog] + names) + "\\n")
 atexit.register(_dump)
 '''
 
@@ -115,7 +117,8 @@ def _distributions(module_lines):
                 continue                 # installed here are imported at start-up; Hydra runs without any
             if mod in pkg_to_dist:
                 dists.update(bundle.canonical(d) for d in pkg_to_dist[mod])
-            elif not mod.startswith("_"):  # _cython_*, _sysconfigdata_*, torch's generated modules: no package
+            elif not mod.startswith("_") and mod != "cython_runtime":  # _cython_*, cython_runtime, _sysconfigdata_*,
+                # torch's generated modules: no package
                 unknown.add(mod)
     return dists - {"roadmap"}, unknown  # this project (its editable-install finder) travels as the tree
 
@@ -123,7 +126,7 @@ def _distributions(module_lines):
 def test_every_import_on_the_path_is_on_the_machine_or_in_the_bundle(dry_run):
     lines = dry_run["imports"].read_text().splitlines()
     progs = {line.split()[0] for line in lines}
-    assert {"pip", "bench.py", "packed.py", "report.py", "__main__.py"} <= {Path(p).name for p in progs} | progs, progs
+    assert {"pip/__main__.py", "bench/__main__.py", "packed.py", "report/__main__.py", "roadmap/__main__.py"} <= progs, progs
     dists, unknown = _distributions(lines)
     assert not unknown, f"imported modules of no known distribution: {sorted(unknown)}"
     there = {bundle.canonical(n) for n in bundle.read_list(bundle.DEVICE_PACKAGES)}

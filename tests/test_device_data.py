@@ -18,7 +18,7 @@ from roadmap.data import _decode_resized, scan_folder
 def crops(imagenette) -> np.ndarray:
     """12 real Imagenette images, 64 px, uint8 (N, H, W, 3)."""
     _, samples = scan_folder(Path(imagenette) / "train")
-    return np.stack([_decode_resized((samples[i][0], 64)) for i in range(0, len(samples), len(samples) // 12)][:12])
+    return np.stack([_decode_resized((samples[i][0], 64, "bicubic")) for i in range(0, len(samples), len(samples) // 12)][:12])
 
 
 def _timm_args(name, magnitude, negate, hparams):

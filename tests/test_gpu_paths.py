@@ -68,7 +68,7 @@ def test_compile_graph_capture_matches_eager(imagenette):
     from roadmap.model import build_model
 
     _, samples = scan_folder(Path(imagenette) / "train")
-    x = torch.from_numpy(np.stack([_decode_resized((samples[i][0], 32)) for i in range(0, 800, 100)]))
+    x = torch.from_numpy(np.stack([_decode_resized((samples[i][0], 32, "bicubic")) for i in range(0, 800, 100)]))
     x = (x.permute(0, 3, 1, 2).float() / 255 - 0.45) / 0.225
     y = torch.arange(8) % 10
     for step in ("baseline", "separate_downsampling"):

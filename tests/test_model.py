@@ -67,7 +67,7 @@ def test_preset_builds_trains_and_matches_paper_flops(step, regime):
     paper = REF[regime]["figure2_gflops"].get(step, REF[regime]["gflops"][step])
     tol = 0.06 if regime == "resnet50" else 0.15
     assert abs(gflops - paper) <= tol, f"{step}: {gflops:.3f} GFLOPs vs paper {paper}"
-    for size in (64, 224):
+    for size in (64, 224) if regime == "resnet50" else (64,):  # ConvNeXt-B-sized at 224: FLOPs above, no backward (CI time)
         model.zero_grad(set_to_none=True)
         out = model(torch.randn(2, 3, size, size))
         assert out.shape == (2, 13) and torch.isfinite(out).all()

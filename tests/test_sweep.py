@@ -78,6 +78,7 @@ def test_nan_loss_is_a_recorded_failure(imagenette, tmp_path):
     assert (run_dirs(tmp_path)["baseline"] / "metrics.json").exists()
 
 
+@pytest.mark.slow  # the same launcher path (submitit's LocalExecutor) runs in test_cluster's requeue test
 def test_submitit_local_launcher_runs_a_two_step_sweep(imagenette, tmp_path):
     """The same code path as SLURM (hydra/launcher=slurm): submitit pickles the job, runs it in
     its own process and collects the result. keep_runs=true: each job copies its finished run
