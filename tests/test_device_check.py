@@ -19,6 +19,12 @@ from roadmap import bundle, packed
 REPO = Path(__file__).resolve().parent.parent
 
 TRACER = '''import atexit, os, sys
+class _Absent:  # packages the lent machine lacks and the bundle does not carry: importing them fails there too
+    def find_spec(self, name, path=None, target=None):  # (timm.utils tries wandb and goes on without it)
+        if name.split(".")[0] in ("wandb", "wandb_workspaces", "submitit"):
+            raise ModuleNotFoundError(f"No module named {name!r} (not on the lent machine)", name=name)
+        return None
+sys.meta_path.insert(0, _Absent())
 def _dump():
     names = sorted({m.split(".")[0] for m in list(sys.modules)})
     with open(os.environ["ROADMAP_IMPORT_LOG"], "a") as f:
