@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q --no-compile torch==2.14.1 torchvision==0.29.1   # no .pyc for all of torch: ~45 s less; imported modules compile on first use
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q --no-compile -e '.[dev]'   # (setuptools' editable-install notice is not the user's business)
 	touch $(STAMP)
 
 setup: $(STAMP)
