@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 phase=$1; scale=$2
-common=(logger=none hydra/launcher=parallel)
+common=(logger=none hydra/launcher=parallel keep_runs=true)   # finished runs copied to results/<study>/runs/
 case "$phase" in
   lr)
     recipe=$3
