@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 from ..files import atomic_write_text, read_json
 from ..tracking import KEYS, run_identity, wandb_run_id
+from .paper import get
 
 SPEC_NAME = "dashboard.json"
 PUBLISH_TIMEOUT_S = 180
@@ -69,12 +70,7 @@ class Dashboard:
 # =============================================================================================
 # What the rows hold
 # =============================================================================================
-def _get(d: Any, dotted: str, default: Any = None) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return default
-        d = d[part]
-    return d
+_get = get  # d['a']['b'] for 'a.b' (report/paper.py)
 
 
 def _runs(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:

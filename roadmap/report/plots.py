@@ -36,6 +36,17 @@ def _png_svg(fig: Any, out_dir: Path, stem: str) -> Tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def _style_top1_axis(ax: Any) -> None:
+    """A trajectory panel: top-1 on x, no y ticks (the rows are labelled once), light vertical grid."""
+    ax.set_xlabel("top-1 accuracy (%)", fontsize=10.5)
+    ax.tick_params(axis="y", left=False, labelleft=False)
+    ax.tick_params(axis="x", labelsize=9.5)
+    ax.grid(axis="x", color="#DDDDDD", lw=0.7, zorder=1)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
 def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: PathLike) -> Tuple[Path, Path]:
     """trajectory.png and .svg: labels | our bars (mean ± std) | the paper's top-1 as markers."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -175,13 +186,7 @@ def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: P
             else:
                 ax_o.text(x0 + pad, y, "missing", ha="left", va="center", fontsize=fs_val,
                           fontstyle="italic", color="#777777", zorder=4)
-    ax_o.set_xlabel("top-1 accuracy (%)", fontsize=10.5)
-    ax_o.tick_params(axis="y", left=False, labelleft=False)
-    ax_o.tick_params(axis="x", labelsize=9.5)
-    ax_o.grid(axis="x", color="#DDDDDD", lw=0.7, zorder=1)
-    ax_o.set_axisbelow(True)
-    for side in ("top", "right"):
-        ax_o.spines[side].set_visible(False)
+    _style_top1_axis(ax_o)
     seeds = _join(meta["seeds"])
     ax_o.set_title(f"Ours: {meta['dataset']}"
                    + (f" ({meta['num_classes']} classes)" if meta.get("num_classes") else "")
@@ -220,13 +225,7 @@ def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: P
                       color="#333333", zorder=4, bbox=dict(facecolor=band.get(y, "white"), edgecolor="none", pad=1.0))
         if swin.get("top1"):
             ax_p.axvline(swin["top1"], color="#777777", ls="--", lw=1.0, zorder=1.5)
-        ax_p.set_xlabel("top-1 accuracy (%)", fontsize=10.5)
-        ax_p.tick_params(axis="y", left=False, labelleft=False)
-        ax_p.tick_params(axis="x", labelsize=9.5)
-        ax_p.grid(axis="x", color="#DDDDDD", lw=0.7, zorder=1)
-        ax_p.set_axisbelow(True)
-        for side in ("top", "right"):
-            ax_p.spines[side].set_visible(False)
+        _style_top1_axis(ax_p)
         ax_p.set_title(f"Paper: ImageNet-1K, 224 px\n({meta['paper_cite_short']})", fontsize=10.5, loc="left")
 
     ends = meta["endpoints"]
