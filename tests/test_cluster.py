@@ -243,12 +243,18 @@ def test_submitit_requeues_a_preempted_job_which_resumes_exactly(work, reference
     lock = run_dir / "run.lock"
     holder = wait_for(lambda: read_lock(lock), sweep, what="the job's lock")
     assert holder["pid"] != sweep.pid  # the job runs in submitit's own process
-    wait_for(lambda: "global batch" in (run_dir / "train.log").read_text(), sweep, what="the job to train")
+    # the lock is taken before train.log is opened: wait for the file too
+    wait_for(lambda: (run_dir / "train.log").exists() and "global batch" in (run_dir / "train.log").read_text(),
+             sweep, what="the job to train")
+    t0 = time.monotonic()
     time.sleep(2.0)
+    masks = [ln for ln in Path(f"/proc/{holder['pid']}/status").read_text().splitlines() if ln.startswith("Sig")]
     os.kill(holder["pid"], signal.SIGUSR2)
+    sent_after = time.monotonic() - t0
     assert sweep.wait(timeout=1800) == 0, output(sweep)[-3000:]
     log = (run_dir / "train.log").read_text()
-    assert "stopped by SIGUSR2 in epoch 1/2 after step" in log
+    assert "stopped by SIGUSR2 in epoch 1/2 after step" in log, (f"SIGUSR2 sent {sent_after:.1f} s after training "
+                                                                 f"started; job pid {holder['pid']} {masks}\n{log}")
     assert "resumed separate_downsampling" in log
     job_logs = "".join(p.read_text() for p in (d / "sub").rglob(".submitit/*/*_log.*"))
     assert "stopped by SIGUSR2: requeueing through submitit" in job_logs

@@ -109,6 +109,7 @@ def test_submitit_local_launcher_runs_a_two_step_sweep(imagenette, tmp_path):
     assert (study / "learning_curves.png").is_file() and (study / "cost_accuracy.png").is_file()
 
 
+@pytest.mark.slow  # CI time (~80 s); the CMT models and hybrid steps train in tests/test_cmt.py
 def test_convnext_to_cmt_roadmap_runs_at_smoke_scale_with_its_report(imagenette, tmp_path):
     """The hybrid roadmap (issue 6) through the same sweep and report: all 8 steps finish."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
