@@ -79,6 +79,7 @@ def test_loss_decreases_on_a_fixed_batch(imagenette, tmp_path):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow  # CI time (~60 s); tests/test_cluster.py kills runs mid-epoch (SIGTERM, SIGKILL) and checks the same equality
 def test_interrupted_then_resumed_equals_uninterrupted(imagenette, tmp_path):
     """Kill a run after its first epoch's checkpoint, rerun the same command: same numbers."""
     args = [*TINY, "step=separate_downsampling", f"data.cache_dir={tmp_path / 'cache'}", "scale.workers=2"]
