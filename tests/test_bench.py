@@ -140,6 +140,7 @@ def test_levers_are_interleaved_and_compared_with_fp32(tmp_path, monkeypatch):
     assert "bf16 instructions:" in text and "warm-up s" in text
 
 
+@pytest.mark.slow  # CI time; its figures are recorded in results/bench-cpu.md
 def test_processes_side_by_side_in_real_processes(tmp_path):
     """--processes 2: one 2-thread worker against two 1-thread workers that train at the same time."""
     from roadmap.bench import run_processes

@@ -76,6 +76,7 @@ def test_preset_builds_trains_and_matches_paper_flops(step, regime):
         assert all(g is not None for g in grads)
 
 
+@pytest.mark.slow  # CI time; every preset's FLOPs vs the paper: test_preset_builds_trains_and_matches_paper_flops
 def test_complexity_table_against_paper():
     rows = rows_for("resnet50")
     assert [r["step"] for r in rows] == CONVNEXT_STEPS

@@ -70,6 +70,7 @@ def test_sweep_survives_failures_and_reruns_do_no_repeated_work(imagenette, tmp_
     assert all(r["status"] == "finished" for r in rows.values()) and len(rows) == 3
 
 
+@pytest.mark.slow  # CI time; failures are recorded and reported in test_sweep_survives_failures_and_reruns_do_no_repeated_work
 def test_nan_loss_is_a_recorded_failure(imagenette, tmp_path):
     out = sweep(tmp_path, "hydra.callbacks.report.enabled=false", fault="nan:separate_downsampling")
     assert out.returncode == 0, out.stderr[-3000:]
