@@ -41,6 +41,7 @@ from urllib.parse import urlparse
 
 from ..files import atomic_write_text, read_json
 from ..tracking import KEYS, run_identity, wandb_run_id
+from .collect import _display_path
 from .paper import get
 
 SPEC_NAME = "dashboard.json"
@@ -393,12 +394,7 @@ def _summary_markdown(summary: Dict[str, Any], meta: Dict[str, Any], groups: Seq
 # =============================================================================================
 # Specification, commands, publishing
 # =============================================================================================
-def _display(p: Path) -> str:
-    p = Path(p).resolve()
-    try:
-        return str(p.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p)
+_display = _display_path  # relative to the working directory when under it (collect.py)
 
 
 def _dump(model: Any) -> Dict[str, Any]:
