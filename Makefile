@@ -10,6 +10,7 @@ ARGS   ?=
 JOB    ?= step=modern_recipe scale=quick   # make run's default job (ARGS, when given, replace it)
 SCALE  ?= smoke
 SEEDS  ?= 0
+TEST_PROCS ?= auto   # pytest-xdist workers (auto: one per core; 0 runs the suite in this process)
 
 .PHONY: setup run test test-all complexity sweep sweep-full ablation cmt-sweep report bench proxy device-bundle clean
 
@@ -25,11 +26,11 @@ setup: $(STAMP)
 run: $(STAMP)            ## one step (default: $(JOB)) -> metrics.json
 	$(BIN)/python -m roadmap $(if $(ARGS),$(ARGS),$(JOB))
 
-test: $(STAMP)           ## the default suite (slow-marked tests excluded); WANDB offline
-	WANDB_MODE=offline $(BIN)/python -m pytest -q $(ARGS)
+test: $(STAMP)           ## the default suite (slow-marked tests excluded); WANDB offline; one process per core, whole files each
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -n $(TEST_PROCS) --dist loadfile $(ARGS)
 
 test-all: $(STAMP)
-	WANDB_MODE=offline $(BIN)/python -m pytest -q -m "" $(ARGS)
+	WANDB_MODE=offline $(BIN)/python -m pytest -q -n $(TEST_PROCS) --dist loadfile -m "" $(ARGS)
 
 complexity: $(STAMP)     ## results/complexity.md/.csv (both regimes) and results/complexity-cmt.md
 	$(BIN)/python -m roadmap.complexity $(ARGS)
