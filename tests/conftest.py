@@ -21,10 +21,15 @@ DATA = Path(os.environ.get("ROADMAP_DATA", REPO.parent / "shared" / "data")) / "
 
 
 @pytest.fixture(autouse=True)
-def _thread_share():
-    """A test that sets torch's thread count (the bench does) does not leak it into the next test."""
+def _isolated_process_state():
+    """What one test sets in this process does not leak into the next: torch's thread count (the bench
+    sets it), and W&B's service address. An in-process wandb run exports WANDB_SERVICE, and every
+    process a later test starts would inherit it and talk to this process's W&B service instead of
+    its own (a subprocess's offline run then came out without its run-*.wandb file)."""
+    os.environ.pop("WANDB_SERVICE", None)
     yield
     torch.set_num_threads(THREADS)
+    os.environ.pop("WANDB_SERVICE", None)
 
 
 @pytest.fixture(scope="session")
