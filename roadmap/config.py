@@ -154,6 +154,10 @@ class ScaleConfig:
     channels_last: str = choice("auto", "on", "off")  # auto: on for CUDA; on CPU for NCHW-block models only
     compile: bool = False
     eval_every: int = ranged(1, 1)
+    # recipe: the recipe's augmentation as it is; off: no RandAugment, Mixup/CutMix or random erasing
+    # (label smoothing and stochastic depth stay) -- for budgets of a few epochs (scale=quick), where
+    # augmentation built for 300 epochs only slows learning down (apply_scale_augment)
+    augment: str = choice("recipe", "off")
     checkpoint_every_min: Optional[float] = ranged(15.0, 0, lo_open=True)  # also inside epochs; null: epoch ends only
     imagenet_only: bool = False                 # refuse any dataset but ImageNet-1k (scale=paper sets it)
 
@@ -270,6 +274,18 @@ def validate(cfg: DictConfig | Config) -> None:
     if cfg.scale.global_batch is not None and cfg.scale.global_batch % cfg.scale.batch_size:
         raise ConfigError(f"scale.global_batch={cfg.scale.global_batch} is not a multiple of scale.batch_size={cfg.scale.batch_size}")
     check_scale_data(cfg)
+
+
+AUGMENT_OFF = {"auto_augment": None, "mixup": 0.0, "cutmix": 0.0, "reprob": 0.0}
+
+
+def apply_scale_augment(cfg: DictConfig) -> None:
+    """scale.augment=off turns the recipe's augmentation off in the config itself, so the run's
+    config.yaml and metrics.json record what was trained (recipe.mixup=0, ...), and every loader
+    (CPU and device) reads the same values."""
+    if OmegaConf.select(cfg, "scale.augment", default="recipe") == "off":
+        for key, value in AUGMENT_OFF.items():
+            cfg.recipe[key] = value
 
 
 def check_scale_data(cfg: Any) -> None:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .config import ConfigError, to_container, validate
+from .config import ConfigError, apply_scale_augment, to_container, validate
 from .data import build_data, discover_num_classes
 from .files import read_json, write_csv, write_json
 from .measure import count_gflops, count_params
@@ -472,6 +472,7 @@ def run(cfg: DictConfig, run_dir: Path | str) -> Dict[str, Any]:
     discover_num_classes(cfg)  # before resolving, so model.num_classes=${data.num_classes} follows it
     OmegaConf.resolve(cfg)
     validate(cfg)
+    apply_scale_augment(cfg)
     env = setup_env(cfg.scale)
     accumulation(cfg.scale.global_batch, cfg.scale.batch_size, env.world)  # exact, or refused before any write
     lock: Optional[RunLock] = None
