@@ -14,11 +14,12 @@ TEST_PROCS ?= auto   # pytest-xdist workers (auto: one per core; 0 runs the suit
 
 .PHONY: setup run test test-all complexity sweep sweep-full ablation cmt-sweep report bench proxy device-bundle clean
 
+# pip -qq: errors only (a pip config with missing find-links folders warns once per package otherwise)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile torch==2.14.1 torchvision==0.29.1   # no .pyc for all of torch: ~45 s less; imported modules compile on first use
-	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -q --no-compile -e '.[dev]'   # (setuptools' editable-install notice is not the user's business)
+	$(BIN)/python -m pip install -qq --upgrade pip
+	$(BIN)/python -m pip install -qq --no-compile torch==2.14.1 torchvision==0.29.1   # no .pyc for all of torch: ~45 s less; imported modules compile on first use
+	PYTHONWARNINGS=ignore $(BIN)/python -m pip install -qq --no-compile -e '.[dev]'   # (setuptools' editable-install notice is not the user's business)
 	touch $(STAMP)
 
 setup: $(STAMP)

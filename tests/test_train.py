@@ -196,6 +196,35 @@ def test_recipes_build_what_they_name(tmp_path):
     assert classic.model.drop_path_rate == 0.0
 
 
+def test_scale_augment_off_trains_without_the_recipes_augmentation(imagenette, tmp_path):
+    """scale.augment=off (scale=quick): a real modern-recipe run records the recipe it trained with --
+    no RandAugment, Mixup/CutMix or random erasing; label smoothing, stochastic depth, optimizer and
+    schedule untouched -- and the loaders and loss built from that recipe have none of them."""
+    from timm.data.auto_augment import RandAugment
+    from timm.data.random_erasing import RandomErasing
+    from timm.loss import LabelSmoothingCrossEntropy
+
+    from roadmap.data import build_transforms
+
+    cfg = cfg_for(tmp_path, "step=modern_recipe", "scale.augment=off", "scale.epochs=1",
+                  "scale.max_train_samples=32", "scale.max_val_samples=16")
+    m = run(cfg, tmp_path / "off")
+    saved = OmegaConf.load(tmp_path / "off" / "config.yaml")
+    for rec in (saved.recipe, m["config"]["recipe"]):
+        assert (rec["auto_augment"], rec["mixup"], rec["cutmix"], rec["reprob"]) == (None, 0.0, 0.0, 0.0)
+        assert (rec["name"], rec["smoothing"], rec["opt"], rec["sched"]) == ("modern", 0.1, "adamw", "cosine")
+    assert saved.scale.augment == "off" and saved.model.drop_path_rate == 0.1
+    train_tf, _ = build_transforms(saved.recipe, 48, 64)
+    assert not [t for t in train_tf.transforms if isinstance(t, (RandAugment, RandomErasing))]
+    mixup, loss = build_mixup_and_loss(saved.recipe, 10)
+    assert mixup is None and isinstance(loss, LabelSmoothingCrossEntropy)
+    # the default keeps the recipe as it is
+    full = cfg_for(tmp_path, "step=modern_recipe")
+    assert full.scale.augment == "recipe" and full.recipe.mixup == 0.8
+    # the default job's scale turns it off
+    assert compose_config(["step=modern_recipe", "scale=quick"]).scale.augment == "off"
+
+
 # ------------------------------------------------------------------ bad input: one line, exit != 0
 @pytest.mark.parametrize("args,needle", [
     (["step=resnet_9000"], "step='resnet_9000' is unknown; allowed: baseline"),
@@ -203,6 +232,7 @@ def test_recipes_build_what_they_name(tmp_path):
     (["model.kernal_size=7"], "model.kernal_size is not an option"),
     (["model.kernel_size=4"], "model.kernel_size=4 is invalid"),
     (["model.norm_type=gn"], "model.norm_type='gn' is invalid; allowed: bn, ln"),
+    (["scale.augment=light"], "scale.augment='light' is invalid; allowed: recipe, off"),
     (["data=imagefolder", "data.root=/nonexistent/folder"], "does not exist"),
 ])
 def test_bad_input_fails_with_one_line(args, needle, tmp_path):
