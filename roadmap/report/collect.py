@@ -464,7 +464,7 @@ def collect_with_context(sweep_dir: Union[PathLike, Sequence[PathLike]],
 # =============================================================================================
 # What was run (the header of trajectory.md, titles of the figures)
 # =============================================================================================
-def _display_path(p: PathLike) -> str:
+def display_path(p: PathLike) -> str:
     """Relative to the working directory when under it (reports are committed), else absolute."""
     p = Path(p).resolve()
     try:
@@ -502,7 +502,7 @@ def describe(rows: List[Dict[str, Any]], context: Dict[str, Any]) -> Dict[str, A
         "devices": Counter(r.get("device") for r in fin if r.get("device")),
         "wall_seconds": sum(float(r.get("wall_seconds") or 0) for r in fin),
         "wall_seconds_partial": sum(float(r.get("wall_seconds_partial") or 0) for r in runs if r["status"] != "finished"),
-        "sweep_dirs": [_display_path(d) for d in context["sweep_dirs"]],
+        "sweep_dirs": [display_path(d) for d in context["sweep_dirs"]],
         "sweep_ids": _uniq([get(c, "sweep_id") for c in cfgs] + [d.name for d in context["sweep_dirs"]])[:3],
         "experiment": _most_common(get(c, "experiment_name") for c in cfgs),
         "roadmaps": roadmaps, "ablation_mode": context["ablation_mode"],

@@ -41,7 +41,7 @@ from urllib.parse import urlparse
 
 from ..files import atomic_write_text, read_json
 from ..tracking import KEYS, run_identity, wandb_run_id
-from .collect import _display_path
+from .collect import display_path
 from .paper import get
 
 SPEC_NAME = "dashboard.json"
@@ -360,7 +360,7 @@ def build(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[st
     runsets = list(sets.values()) + [{**by_step, "name": "workspace runs", "keys": by_step["keys"] + pinned}]
     command = ["python -m roadmap.report", *(shlex.quote(str(d)) for d in meta.get("sweep_dirs") or [])]
     if out_dir is not None:
-        command += ["--out", shlex.quote(_display(out_dir))]
+        command += ["--out", shlex.quote(display_path(out_dir))]
     return Dashboard(report=report, workspace=workspace, project=project, entity=entity, groups=groups,
                      panels=panels, runsets=runsets, changes=changes, sync_dirs=offline_run_dirs(rows, meta),
                      report_command=" ".join(command))
@@ -387,14 +387,13 @@ def _summary_markdown(summary: Dict[str, Any], meta: Dict[str, Any], groups: Seq
         lines.append(f"- Runs: {runs.get('finished', 0)} finished, {runs.get('failed', 0)} failed, "
                      f"{runs.get('running', 0)} running or interrupted, {runs.get('missing', 0)} missing.")
     if out_dir is not None:
-        lines.append(f"- The full table and definitions: `{_display(Path(out_dir) / 'trajectory.md')}`.")
+        lines.append(f"- The full table and definitions: `{display_path(Path(out_dir) / 'trajectory.md')}`.")
     return "\n".join(lines)
 
 
 # =============================================================================================
 # Specification, commands, publishing
 # =============================================================================================
-_display = _display_path  # relative to the working directory when under it (collect.py)
 
 
 def _dump(model: Any) -> Dict[str, Any]:
@@ -413,7 +412,7 @@ def report_spec(dash: Dashboard) -> Dict[str, Any]:
 
 def publish_commands(dash: Dashboard) -> List[str]:
     """`wandb sync <the offline run dirs>`, then the report command with --wandb-dashboard --publish."""
-    sync = "wandb sync " + " ".join(shlex.quote(_display(p)) for p in dash.sync_dirs) if dash.sync_dirs else \
+    sync = "wandb sync " + " ".join(shlex.quote(display_path(p)) for p in dash.sync_dirs) if dash.sync_dirs else \
         "wandb sync <the runs' wandb/offline-run-* directories>  (none found: were the runs logged with logger=wandb?)"
     return [sync, dash.report_command + " --wandb-dashboard --publish"]
 
@@ -436,7 +435,7 @@ def specification(dash: Dashboard) -> Dict[str, Any]:
         "panels": [{**p, "keys": [":".join(k) for k in p["keys"]]} for p in dash.panels],
         "runsets": [{**r, "keys": [":".join(k) for k in r["keys"]]} for r in dash.runsets],
         "toggle_changes": dash.changes,
-        "publish": {"sync_dirs": [_display(p) for p in dash.sync_dirs], "commands": publish_commands(dash)},
+        "publish": {"sync_dirs": [display_path(p) for p in dash.sync_dirs], "commands": publish_commands(dash)},
         "report": report_spec(dash),
         "workspace": _dump(dash.workspace._to_model()),
     }
@@ -550,11 +549,11 @@ def write_dashboard(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], met
         spec["published"] = previous
     _write_spec(path, spec)
     n_report = sum(p["where"].startswith("report/") for p in dash.panels)
-    echo(f"W&B dashboard (built offline): {_display(path)}: report \"{dash.report.title}\" ({n_report} panels) and "
+    echo(f"W&B dashboard (built offline): {display_path(path)}: report \"{dash.report.title}\" ({n_report} panels) and "
          f"workspace view \"{dash.workspace.name}\" for {dash.entity or '<default entity>'}/{dash.project}")
     if not publish_now:
         echo("publish it: upload the runs, then rerun with --publish:")
-        sync = [shlex.quote(_display(p)) for p in dash.sync_dirs]
+        sync = [shlex.quote(display_path(p)) for p in dash.sync_dirs]
         echo("  " + (" \\\n    ".join(["wandb sync", *sync]) if sync else spec["publish"]["commands"][0]))
         echo("  " + spec["publish"]["commands"][1])
         return path
