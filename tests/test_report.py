@@ -298,7 +298,7 @@ def test_spearman_ties_are_averaged() -> None:
 def test_cli_and_errors(sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert report.main([str(sweep), "--out", str(tmp_path / "cli"), "--wandb", "disabled"]) == 0
     assert "ρ = 0.96" in capsys.readouterr().out
-    assert (tmp_path / "cli" / "trajectory.md").read_text().count("python -m roadmap.report") == 1
+    assert (tmp_path / "cli" / "trajectory.md").read_text().count("python -m roadmap.report ") == 1
     assert report.main([str(tmp_path / "nope"), "--wandb", "disabled"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -500,6 +500,56 @@ def test_big_step_scores_gains_and_rho_match_hand_computation(scored: Path, tmp_
     assert rows["gelu"]["n_pairs"] == "1" and float(rows["gelu"]["top1_delta_paired"]) == -1.0
     assert rows["gelu"]["top1_delta_paired_se"] == ""
     assert "| -1.00 (1 pair) |" in md
+
+
+def test_new_seed_range_and_the_spread_check(scored: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The 95 % range for a new seed (Student's t prediction interval, scipy as the reference) and
+    `python -m roadmap.report.spread` on runs with new seeds: inside, outside, refused."""
+    import statistics
+
+    from scipy.stats import t
+
+    from roadmap.report import spread
+
+    out = report.write_report(scored, tmp_path / "r", wandb_mode="disabled")
+    rows = {r["step"]: r for r in read_csv(out / "trajectory.csv")}
+    for step, values in SCORED.items():
+        xs = list(values.values())
+        if len(xs) < 2:
+            assert rows[step]["top1_pi_low"] == rows[step]["top1_pi_high"] == "", step  # one seed: no range
+            continue
+        half = t.ppf(0.975, len(xs) - 1) * statistics.stdev(xs) * math.sqrt(1 + 1 / len(xs))
+        m = statistics.mean(xs)
+        assert float(rows[step]["top1_pi_low"]) == pytest.approx(m - half, abs=1e-4), step
+        assert float(rows[step]["top1_pi_high"]) == pytest.approx(m + half, abs=1e-4), step
+    md = (out / "trajectory.md").read_text()
+    lo, hi = float(rows["baseline"]["top1_pi_low"]), float(rows["baseline"]["top1_pi_high"])
+    assert "new seed, 95 %" in md and f"| {lo:.1f} – {hi:.1f} |" in md  # baseline: 60.17 ± 4.30·0.76·1.15
+
+    new = tmp_path / "rerun"
+    make_finished(new / "baseline" / "seed7", "baseline", 7, round(hi - 0.1, 2))         # inside, near the edge
+    make_finished(new / "depthwise_conv" / "seed7", "depthwise_conv", 7, 61.5)          # inside
+    capsys.readouterr()
+    assert spread.main([str(scored), str(new)]) == 0
+    text = capsys.readouterr().out
+    assert f"baseline seed 7: top-1 {hi - 0.1:.2f} is inside the 95 % range for a new seed, {lo:.2f} – {hi:.2f}" in text
+    assert "2 of 2 inside" in text
+    make_finished(new / "gelu" / "seed7", "gelu", 7, 70.0)                              # gelu 66 67 66: outside
+    assert spread.main([str(scored), str(new / "gelu" / "seed7")]) == 1
+    assert "gelu seed 7: top-1 70.00 is OUTSIDE" in capsys.readouterr().out
+    # refused in one line, exit 2: a seed the study used, one seed only, another scale, a failed run
+    make_finished(new / "stage_ratio" / "seed1", "stage_ratio", 1, 63.0)
+    make_finished(new / "kernel_7" / "seed7", "kernel_7", 7, 67.0)
+    make_finished(new / "fewer_norms" / "seed7", "fewer_norms", 7, 67.0, img_size=64)
+    make_failed(new / "layer_norm" / "seed7", "layer_norm")
+    for run, why in (("stage_ratio/seed1", "seed 1 is one of the study's seeds for stage_ratio (0 1 2)"),
+                     ("kernel_7/seed7", "has 1 finished seed(s) of kernel_7; the range needs 2"),
+                     ("fewer_norms/seed7", "img_size=64 but the study's runs have img_size=128"),
+                     ("layer_norm/seed7", "the run is failed, not finished"),
+                     ("nowhere", "holds no run directory")):
+        assert spread.main([str(scored), str(new / run)]) == 2, run
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and why in err and err.count("\n") == 1, (run, err)
 
 
 def _history(run_dir: Path, top1: List[Any], loss: List[float]) -> None:

@@ -13,7 +13,8 @@ The package's files are its seams:
 
     paper.py      reference.yaml: steps, Δ references, the paper's top-1/GFLOPs, the big steps
     collect.py    run directories -> run records -> one row per step; the sweep's description
-    stats.py      means, std (ddof=1), paired Δ and SE, Spearman (scipy), summarize -> the scores
+    stats.py      means, std (ddof=1), the range for a new seed (t prediction interval), paired Δ and SE,
+                  Spearman (scipy), summarize -> the scores
     render.py     trajectory.csv, trajectory.md, the CLI's summary lines
     plots.py      trajectory, learning_curves, cost_accuracy (.png and .svg)
     wandb_run.py  the W&B summary run (table, bar chart, figures, scores)
@@ -21,6 +22,7 @@ The package's files are its seams:
     build.py      write_report (all of the above)
     callbacks.py  ReportCallback (end of a sweep), KeepRunCallback (end of every job)
     cli.py        python -m roadmap.report
+    spread.py     python -m roadmap.report.spread: does a rerun with a new seed land in the study's spread?
 
 Output files, in `<results_dir>/<dataset>-<scale>[-suffix]/` by default:
 

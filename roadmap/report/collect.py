@@ -342,6 +342,7 @@ def _aggregate(key: Tuple[str, str, str], runs: List[Dict[str, Any]], expected_s
 
     walls = [float(r["wall_seconds"]) for r in fin if isinstance(r.get("wall_seconds"), (int, float))]
     ref = regime_ref(info["roadmap"], regime)
+    pi = stats.prediction_interval(top1)
     paper_top1 = None if ablation_mode or variant else get(ref, f"top1.{step}")
     paper_gflops = None if ablation_mode or variant else get(ref, f"gflops.{step}")
     return {
@@ -361,6 +362,7 @@ def _aggregate(key: Tuple[str, str, str], runs: List[Dict[str, Any]], expected_s
         "top1_delta_paired": None, "top1_delta_paired_se": None, "n_pairs": 0,
         "top1_last_mean": mean_of("top1_last"), "top1_best_mean": mean_of("top1_best"),
         "best_epoch_mean": mean_of("best_epoch"), "metric": metric, "regime": regime,
+        "top1_pi_low": pi[0] if pi else None, "top1_pi_high": pi[1] if pi else None,
         "by_seed": {r["seed"]: float(r[f"top1_{metric}"]) for r in fin if r.get("seed") is not None},
         "runs": runs,
     }

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 from ..files import markdown_table
 from .paper import BIG_STEP_MIN, MAIN_ROADMAP
-from .stats import PAIRED_FORMULA, SE_FORMULA, STD_NOTE
+from .stats import PAIRED_FORMULA, PI_FORMULA, PI_LEVEL, SE_FORMULA, STD_NOTE
 
 # trajectory.csv columns, in order (new columns are appended, so older readers keep working)
 FIELDS = [
@@ -18,7 +18,7 @@ FIELDS = [
     "params", "params_224", "train_img_s", "eval_img_s", "wall_s_mean", "wall_s_total",
     "state", "status", "n_finished", "n_failed", "n_running", "n_missing",
     "top1_delta_paired", "top1_delta_paired_se", "n_pairs", "metric", "top1_last_mean", "top1_best_mean",
-    "best_epoch_mean",
+    "best_epoch_mean", "top1_pi_low", "top1_pi_high",
 ]
 # figures written next to trajectory.md: file stem -> what it shows
 FIGURES = {
@@ -91,7 +91,8 @@ def _md_rows(rows: List[Dict[str, Any]], ablation_mode: bool) -> List[Dict[str, 
             else f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} ({r['n']})"
         out.append({
             "order": r["order"] if r["order"] >= 0 else "", "label": label, "step": f"`{r['step'] if not ablation_mode else r['ablation']}`",
-            "top1": top1, "delta": _delta_cell(r), "paper": _f(r["paper_top1"]), "paper_delta": _f(r["paper_delta"], sign=True),
+            "top1": top1, "pi": "—" if r.get("top1_pi_low") is None else f"{r['top1_pi_low']:.1f} – {r['top1_pi_high']:.1f}",
+            "delta": _delta_cell(r), "paper": _f(r["paper_top1"]), "paper_delta": _f(r["paper_delta"], sign=True),
             "g224": _f(r["gflops_224"]), "pg": _f(r["paper_gflops"]), "g": _f(r["gflops"], 3),
             "params": "—" if r["params"] is None else f"{r['params'] / 1e6:.2f}M",
             "params224": "—" if r["params_224"] is None else f"{r['params_224'] / 1e6:.2f}M",
@@ -176,13 +177,13 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
     lines += big_step_table(summary)
     lines += ["## Per variant" if meta["ablation_mode"] else "## Per step", ""]
     if meta["ablation_mode"]:
-        fields = ["label", "step", "top1", "delta", "g224", "g", "params", "ips", "wall", "status"]
-        headers = ["variant", "ablation", f"top-1 ({metric}) mean ± std (n)", "Δ vs full model", "GFLOPs@224",
+        fields = ["label", "step", "top1", "pi", "delta", "g224", "g", "params", "ips", "wall", "status"]
+        headers = ["variant", "ablation", f"top-1 ({metric}) mean ± std (n)", "new seed, 95 %", "Δ vs full model", "GFLOPs@224",
                    f"GFLOPs@{img}", "params", "train img/s", "wall/run", "status"]
     else:
-        fields = ["order", "label", "top1", "delta", "paper", "paper_delta", "g224", "pg", "g", "params",
+        fields = ["order", "label", "top1", "pi", "delta", "paper", "paper_delta", "g224", "pg", "g", "params",
                   "params224", "ips", "wall", "status"]
-        headers = ["#", "step", f"top-1 ({metric}) mean ± std (n)", "Δ", "paper top-1", "paper Δ", "GFLOPs@224",
+        headers = ["#", "step", f"top-1 ({metric}) mean ± std (n)", "new seed, 95 %", "Δ", "paper top-1", "paper Δ", "GFLOPs@224",
                    "paper GFLOPs", f"GFLOPs@{img}", "params", "params@224", "train img/s", "wall/run", "status"]
     lines.append(markdown_table(_md_rows(rows, meta["ablation_mode"]), fields, headers,
                                 align="l" * 2 + "r" * (len(fields) - 3) + "l"))
@@ -192,6 +193,9 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
     lines += ["Notes:", ""]
     lines += [
         f"- top-1 is the {which} validation top-1 (%); mean over seeds ± {STD_NOTE}; (n) = finished seeds.",
+        f"- new seed, {PI_LEVEL * 100:.0f} %: where a rerun of the step with a seed not used here should land, "
+        f"{PI_LEVEL * 100:.0f} % of the time (prediction interval {PI_FORMULA}, Student's t; needs 2 seeds). "
+        "Check runs against it: `python -m roadmap.report.spread <this study> <run dir> ...`.",
         ("- Δ: vs the previous main-path step; a side branch (↳) is compared with the step it branches from (the "
          "kernel sizes with `move ↑ d. conv`, as in the paper's Table 10). The paper's Δ is computed the same way "
          "from its table." if not meta["ablation_mode"] else "- Δ: vs the unablated model (`none`).")

@@ -9,6 +9,9 @@ Definitions (also written into trajectory.md):
   * paired Δ of a vs b: for every seed s both finished, d_s = top1(a, s) - top1(b, s) (same seed:
     same initialisation seed and data order); Δ = mean(d_s), SE = sd(d_s, ddof=1) / sqrt(n);
     no SE for n = 1. "Beyond 2 SE": |Δ| > 2 SE.
+  * the range for a new seed: the 95 % prediction interval of one more run of a step with a seed
+    the study did not use, mean ± t(0.975, n-1) · std · sqrt(1 + 1/n) (Student's t, scipy); needs
+    n ≥ 2. A rerun with an unused seed should land inside it 19 times in 20.
   * big steps: the main-path steps whose paper Δ vs the previous main-path step is at least 0.5
     points (paper.big_steps); the headline score is how many of them have our paired Δ with the
     paper's sign, and how many of those are beyond 2 SE.
@@ -42,6 +45,23 @@ def std(xs: Sequence[float]) -> Optional[float]:
         return None
     m = sum(xs) / len(xs)
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
+
+
+PI_LEVEL = 0.95
+PI_FORMULA = "mean ± t(0.975, n-1) · std · sqrt(1 + 1/n)"
+
+
+def prediction_interval(xs: Sequence[float], level: float = PI_LEVEL) -> Optional[Tuple[float, float]]:
+    """Where one more run (a seed not among xs) lands with probability `level`, if the runs' top-1 is
+    normal: mean ± t((1+level)/2, n-1) · std · sqrt(1 + 1/n). None for fewer than two values."""
+    sd = std(xs)
+    if sd is None:
+        return None
+    from scipy.stats import t
+
+    n, m = len(xs), sum(xs) / len(xs)
+    half = float(t.ppf((1 + level) / 2, n - 1)) * sd * math.sqrt(1 + 1 / n)
+    return m - half, m + half
 
 
 def diff_se(a: Mapping[str, Any], b: Mapping[str, Any]) -> Optional[float]:
