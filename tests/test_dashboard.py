@@ -46,7 +46,7 @@ def smoke(imagenette, tmp_path_factory):
     out = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = tmp / "out" / "sweeps" / "dash-imagenette-smoke-resnet50"
-    results = tmp / "results" / "imagenette-smoke"
+    results = tmp / "results" / "imagenette-smoke-dash"
     runs = {s: next((sweep / s).glob("seed0*")) for s in STEPS}
     return {"tmp": tmp, "sweep": sweep, "results": results, "runs": runs, "stdout": out.stdout,
             "spec": json.loads((results / dashboard.SPEC_NAME).read_text())}
@@ -143,7 +143,7 @@ def test_offline_spec_and_publish_commands(smoke):
     sync, publish = spec["publish"]["commands"]
     assert sync == "wandb sync " + " ".join(sync_dirs)
     assert publish == (f"python -m roadmap.report out/sweeps/dash-imagenette-smoke-resnet50 "
-                       "--out results/imagenette-smoke --wandb-dashboard --publish")
+                       "--out results/imagenette-smoke-dash --wandb-dashboard --publish")
     assert "W&B dashboard (built offline)" in out and "wandb sync \\" in out and publish in out
     assert all(d in out for d in sync_dirs)
     assert "published" not in spec and spec["target"]["entity"] is None

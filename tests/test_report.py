@@ -702,6 +702,19 @@ def test_keep_run_callback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert report.run_study(_config("hybrid_lpu", 0), {"steps": ["separate_downsampling", "hybrid_lpu"]}) == \
         "imagenette-proxy-convnext_to_cmt"
     assert report.run_study({**_config("baseline", 0), "regime": {"name": "resnet200"}}) == "imagenette-proxy-resnet200"
+    # a sweep with its own experiment_name (an lr grid, a seed check) is a study of its own; a plain run is not
+    for name, study in (("seed_check", "imagenette-proxy-seed_check"), ("adhoc", "imagenette-proxy"),
+                        ("kernel_branches", "imagenette-proxy")):
+        assert report.run_study({**_config("gelu", 3), "experiment_name": name}) == study, name
+    # the study already keeps gelu/seed0 from another sweep: that run is not replaced
+    other = tmp_path / "outputs" / "sweeps" / "lr" / "gelu" / "seed0"
+    make_finished(other, "gelu", 0, 10.0, config={**_config("gelu", 0), "sweep_id": "lr-imagenette-proxy-resnet50"})
+    kept_gelu = tmp_path / "res" / "imagenette-proxy" / "runs" / "gelu" / "seed0"
+    assert report.keep_run(other, tmp_path / "res" / "imagenette-proxy") is None
+    assert read_json(kept_gelu / "metrics.json")["top1"] == 60.0
+    make_finished(single, "gelu", 0, 61.0)  # the same sweep (a rerun that finished again): replaced
+    assert report.keep_run(single, tmp_path / "res" / "imagenette-proxy") == kept_gelu
+    assert read_json(kept_gelu / "metrics.json")["top1"] == 61.0
 
 
 def test_keep_runs_is_a_validated_config_key(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def test_sweep_survives_failures_and_reruns_do_no_repeated_work(imagenette, tmp_
         m = read_json(dirs[step] / "metrics.json")
         assert m["status"] == "finished" and m["epochs_done"] == 2 and m["step"] == step
     # the report, written at the end of the sweep, marks the failure
-    report = tmp_path / "results" / "imagenette-smoke"
+    report = tmp_path / "results" / "imagenette-smoke-t"  # experiment_name=t: a study of its own
     rows = {r["step"]: r for r in csv.DictReader(open(report / "trajectory.csv"))}
     assert rows["patchify_stem"]["status"].startswith("failed")
     assert rows["baseline"]["status"] == rows["separate_downsampling"]["status"] == "finished"
@@ -94,7 +94,7 @@ def test_submitit_local_launcher_runs_a_two_step_sweep(imagenette, tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     root = tmp_path / "out" / "sweeps" / "sub-imagenette-smoke-resnet50"
-    study = tmp_path / "results" / "imagenette-smoke"
+    study = tmp_path / "results" / "imagenette-smoke-sub"
     for step in ("baseline", "separate_downsampling"):
         (run_dir,) = (root / step).glob("seed0*")
         assert read_json(run_dir / "metrics.json")["status"] == "finished"

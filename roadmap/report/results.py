@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Union
 
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, read_json
 from ..steps import step_info
 from .paper import DEFAULT_REGIME, MAIN_ROADMAP, get
 
@@ -29,10 +29,19 @@ KEPT_FILES = ("metrics.json", "history.csv", "config.yaml")
 RUNS_DIR = "runs"
 
 
+def study_experiments() -> List[str]:
+    """The experiment names whose runs join the study their steps name: a plain run (`adhoc`) and the
+    built-in experiments (conf/experiment/*.yaml, each setting experiment_name to its file name)."""
+    conf = Path(__file__).resolve().parent.parent / "conf" / "experiment"
+    return ["adhoc"] + sorted(p.stem for p in conf.glob("*.yaml"))
+
+
 def study_name(dataset: str, scale: str, regime: Optional[str], roadmaps: Iterable[str],
-               ablation_mode: bool = False, branches_only: bool = False) -> str:
+               ablation_mode: bool = False, branches_only: bool = False, experiment: Optional[str] = None) -> str:
     """`<dataset>-<scale>` for the ConvNeXt trajectory; `-ablation`, `-convnext_to_<roadmap>`,
-    `-kernel_branches` and `-<regime>` (other than resnet50) suffixes for the others."""
+    `-kernel_branches` and `-<regime>` (other than resnet50) suffixes for the others; a sweep given
+    its own `experiment_name` (an lr grid, a seed check: not a built-in experiment) gets
+    `-<experiment_name>` last, so its runs never mix with, or replace, the study's."""
     name = f"{dataset}-{scale}"
     others = [r for r in roadmaps if r != MAIN_ROADMAP]
     if ablation_mode:
@@ -43,13 +52,15 @@ def study_name(dataset: str, scale: str, regime: Optional[str], roadmaps: Iterab
         name += "-kernel_branches"
     if regime and regime != DEFAULT_REGIME:
         name += f"-{regime}"
+    if experiment and experiment not in study_experiments():
+        name += f"-{experiment}"
     return name
 
 
 def report_name(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> str:
     """The study name of a report's rows (see `study_name`)."""
     return study_name(meta["dataset"], meta["scale"], meta["regime"], meta["roadmaps"], meta["ablation_mode"],
-                      bool(rows) and all(r["branch"] for r in rows))
+                      bool(rows) and all(r["branch"] for r in rows), meta.get("experiment"))
 
 
 def default_out_dir(rows: List[Dict[str, Any]], meta: Dict[str, Any], results_dir: PathLike = "results") -> Path:
@@ -67,7 +78,15 @@ def run_study(config: Dict[str, Any], plan: Optional[Dict[str, Any]] = None) -> 
     roadmaps = list(dict.fromkeys(i["roadmap"] for i in infos))
     return study_name(get(config, "data.name") or "unknown", get(config, "scale.name") or "unknown",
                       get(config, "regime.name"), roadmaps, ablation_mode,
-                      bool(infos) and not ablation_mode and all(i["branch"] for i in infos))
+                      bool(infos) and not ablation_mode and all(i["branch"] for i in infos),
+                      config.get("experiment_name"))
+
+
+def _sweep_id(metrics_json: Path) -> Optional[str]:
+    try:
+        return (read_json(metrics_json).get("config") or {}).get("sweep_id")
+    except Exception:  # an unreadable copy is replaced
+        return None
 
 
 def is_study(folder: PathLike) -> bool:
@@ -78,11 +97,18 @@ def is_study(folder: PathLike) -> bool:
 def keep_run(run_dir: PathLike, study_dir: PathLike, step: Optional[str] = None) -> Optional[Path]:
     """Copy a finished run's metrics.json, history.csv and config.yaml (never checkpoints) into
     `<study_dir>/runs/<step>/<run dir name>/`, each file atomically. Returns that folder, or None
-    when the run has not finished (no metrics.json)."""
+    when the run has not finished (no metrics.json), or when the study already keeps a run of that
+    name from another sweep (a warning says so; that run is not replaced)."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").is_file():
         return None
     dest = Path(study_dir) / RUNS_DIR / (step or run_dir.parent.name) / run_dir.name
+    if (dest / "metrics.json").is_file():
+        old, new = (_sweep_id(dest / "metrics.json"), _sweep_id(run_dir / "metrics.json"))
+        if old and new and old != new:
+            log.warning("keep_runs: not replacing %s (kept from sweep %s) with %s (sweep %s): the same step and seed "
+                        "from another sweep; move one of them away to keep the other", dest, old, run_dir, new)
+            return None
     for name in KEPT_FILES:
         if (run_dir / name).is_file():
             atomic_write_bytes(dest / name, (run_dir / name).read_bytes())
