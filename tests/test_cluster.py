@@ -180,7 +180,7 @@ def test_second_process_refused_then_hard_kill_resumes_from_timed_checkpoint(wor
     uninterrupted run exactly."""
     d, args = work
     args = [*args, f"out_dir={d / 'kill'}", "scale.workers=0", "scale.checkpoint_every_min=0.001"]
-    first = start(args, d, fault="slow_update:3")  # >= 30 s of training: time for the second process
+    first = start(args, d, fault="slow_update:6")  # >= 60 s of training: time for the second process to start, even on a loaded 2-core machine
     run_dir = wait_for(lambda: next((d / "kill").glob("runs/*/*/seed0*"), None), first, what="the run directory")
     lock = run_dir / "run.lock"
     holder = wait_for(lambda: read_lock(lock), first, what="the lock")
