@@ -7,6 +7,7 @@ allowed; entry points print that line and exit with status 2.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -158,6 +159,11 @@ class ScaleConfig:
     # (label smoothing and stochastic depth stay) -- for budgets of a few epochs (scale=quick), where
     # augmentation built for 300 epochs only slows learning down (apply_scale_augment)
     augment: str = choice("recipe", "off")
+    # recipe: the recipe's regularisation as it is; budget: every regulariser scaled to the budget by
+    # f = min(1, epochs / recipe.epochs) (apply_scale_augment; issue 20's pre-registered rule,
+    # docs/studies/proxy64-budgets.md): RandAugment's per-op probability, the Mixup/CutMix probability,
+    # the random-erasing probability and the stochastic-depth rate are each multiplied by f
+    regularization: str = choice("recipe", "budget")
     checkpoint_every_min: Optional[float] = ranged(15.0, 0, lo_open=True)  # also inside epochs; null: epoch ends only
     imagenet_only: bool = False                 # refuse any dataset but ImageNet-1k (scale=paper sets it)
 
@@ -277,15 +283,43 @@ def validate(cfg: DictConfig | Config) -> None:
 
 
 AUGMENT_OFF = {"auto_augment": None, "mixup": 0.0, "cutmix": 0.0, "reprob": 0.0}
+RANDAUGMENT_P = 0.5   # timm's default per-op probability of RandAugment (its config string's `p`)
+
+
+def budget_fraction(epochs: Any, recipe_epochs: Any) -> float:
+    """f of scale.regularization=budget: the budget's share of the recipe's schedule, at most 1."""
+    return min(1.0, float(epochs or recipe_epochs) / float(recipe_epochs))
+
+
+def scale_randaugment(config_str: str, f: float) -> str:
+    """A timm RandAugment string with its per-op probability `p` multiplied by f (the rest as given):
+    rand-m9-mstd0.5-inc1 at f=0.5 -> rand-m9-mstd0.5-inc1-p0.25. Fixed-point, never 1e-05 (timm splits
+    the string at '-')."""
+    parts = [p for p in config_str.split("-") if not re.fullmatch(r"p[\d.]+", p)]
+    old = [float(p[1:]) for p in config_str.split("-") if re.fullmatch(r"p[\d.]+", p)]
+    prob = (old[0] if old else RANDAUGMENT_P) * f
+    return "-".join(parts + [f"p{prob:.6f}".rstrip("0").rstrip(".")])
 
 
 def apply_scale_augment(cfg: DictConfig) -> None:
-    """scale.augment=off turns the recipe's augmentation off in the config itself, so the run's
+    """The scale's say on the recipe's regularisation, written into the config itself, so the run's
     config.yaml and metrics.json record what was trained (recipe.mixup=0, ...), and every loader
-    (CPU and device) reads the same values."""
+    (CPU and device) reads the same values. Runs after the config is resolved.
+
+    scale.augment=off: no RandAugment, Mixup/CutMix or random erasing. scale.regularization=budget:
+    RandAugment's per-op probability, recipe.mixup_prob, recipe.reprob and the stochastic-depth rate
+    (recipe's and model's) times f = min(1, scale.epochs / recipe.epochs); label smoothing, weight
+    decay and every architectural setting as they are."""
     if OmegaConf.select(cfg, "scale.augment", default="recipe") == "off":
         for key, value in AUGMENT_OFF.items():
             cfg.recipe[key] = value
+    if OmegaConf.select(cfg, "scale.regularization", default="recipe") == "budget":
+        f = budget_fraction(cfg.scale.epochs, cfg.recipe.epochs)
+        if cfg.recipe.auto_augment:
+            cfg.recipe.auto_augment = scale_randaugment(str(cfg.recipe.auto_augment), f)
+        for key in ("mixup_prob", "reprob", "drop_path_rate"):
+            cfg.recipe[key] = float(cfg.recipe[key]) * f
+        cfg.model.drop_path_rate = float(cfg.model.drop_path_rate) * f
 
 
 def check_scale_data(cfg: Any) -> None:
