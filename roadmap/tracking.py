@@ -7,7 +7,9 @@ roadmap order), so W&B tables and groups sort in roadmap order.
 `KEYS` below is the one registry of the keys the runs log (per epoch, in the summary, in the
 config). The dashboards (roadmap/report/dashboard.py) take every panel key from it, and a test checks
 the registry against what a real offline run logs, so renaming a metric cannot silently break
-a panel.
+a panel. A live run (`Tracker`) and a kept run imported later (roadmap/report/wandb_import.py) log
+through the same functions, `run_config`, `history_values`, `summary_values` and `start_run`, so
+the panels read both alike.
 """
 from __future__ import annotations
 
@@ -115,6 +117,41 @@ def wandb_run_id(run_dir: Path | str) -> str:
     return hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:12]
 
 
+def run_config(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The W&B config of a run: its resolved config (a plain dict) plus `step_index` and
+    `roadmap_step` (KEYS.config), the same for a live run (Tracker) and an imported kept run."""
+    step = config["step"]
+    return {**config, KEYS("config", "step_index"): step_info(step)["index"],
+            KEYS("config", "roadmap_step"): roadmap_step(step, config.get("ablation"))}
+
+
+def history_values(row: Dict[str, Any]) -> Dict[str, Any]:
+    """The numbers of one epoch's row (history.csv's columns, `step_index`): what W&B logs per epoch."""
+    return {k: v for k, v in row.items() if isinstance(v, (int, float))}
+
+
+def summary_values(metrics: Dict[str, Any], cfg: DictConfig) -> Dict[str, Any]:
+    """A finished run's summary: its headline numbers (`KEYS.summary`, from metrics.json) and the
+    paper's figures for its step preset."""
+    values = {k: metrics[k] for k in SUMMARY_FROM_METRICS if metrics.get(k) is not None}
+    return {**values, **paper_figures(cfg)}
+
+
+def start_run(ident: Dict[str, Any], config: Dict[str, Any], run_id: str, mode: str, wdir: Path | str,
+              **settings: Any) -> Any:
+    """wandb.init of one roadmap run (project/entity/group/name/tags/job_type from `ident`, see
+    run_identity), into `<wdir>/wandb/`; `resume='allow'`, so the same id continues the same run."""
+    import wandb
+
+    wdir = Path(wdir)
+    wdir.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(project=ident["project"], entity=ident["entity"], group=ident["group"], name=ident["name"],
+                      tags=ident["tags"], job_type=ident["job_type"], config=config, mode=mode, dir=str(wdir),
+                      id=run_id, resume="allow", reinit="finish_previous",
+                      settings=wandb.Settings(console="off", x_disable_stats=True, **settings))
+
+
 class Tracker:
     def __init__(self, cfg: DictConfig, run_dir: Path, enabled: bool = True):
         self.cfg, self.run_dir = cfg, run_dir
@@ -124,31 +161,18 @@ class Tracker:
     def start(self) -> None:
         if not self.enabled or self.run is not None:
             return
-        import wandb
-
-        ident = run_identity(self.cfg)
-        config = to_container(self.cfg)
-        config["step_index"] = step_info(self.cfg.step)["index"]
-        config["roadmap_step"] = roadmap_step(self.cfg.step, self.cfg.get("ablation"))
-        run_id = wandb_run_id(self.run_dir)
-        wdir = Path(self.cfg.logger.dir or self.run_dir)
-        wdir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(project=ident["project"], entity=ident["entity"], group=ident["group"],
-                              name=ident["name"], tags=ident["tags"], job_type=ident["job_type"],
-                              config=config, mode=self.cfg.logger.mode, dir=str(wdir), id=run_id,
-                              resume="allow", reinit="finish_previous",
-                              settings=wandb.Settings(console="off", x_disable_stats=True))
+        self.run = start_run(run_identity(self.cfg), run_config(to_container(self.cfg)), wandb_run_id(self.run_dir),
+                             self.cfg.logger.mode, self.cfg.logger.dir or self.run_dir)
 
     def log(self, row: Dict[str, Any], step: int) -> None:
+        """One epoch (W&B's step), committed at once: the summary set after the last epoch is final."""
         if self.run is not None:
-            self.run.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=step)
+            self.run.log(history_values(row), step=step, commit=True)
 
     def summary(self, metrics: Dict[str, Any]) -> None:
         """The run's headline numbers (`KEYS.summary`) from its metrics, and the paper's figures."""
         if self.run is not None:
-            values = {k: metrics[k] for k in SUMMARY_FROM_METRICS if metrics.get(k) is not None}
-            self.run.summary.update({**values, **paper_figures(self.cfg)})
+            self.run.summary.update(summary_values(metrics, self.cfg))
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:
