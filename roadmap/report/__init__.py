@@ -3,6 +3,7 @@
     python -m roadmap.report outputs/sweeps/roadmap_path-imagenette-proxy-resnet50
     python -m roadmap.report results/imagenette-proxy            # rebuilt from results/<study>/runs/
     python -m roadmap.report <dir> [<dir> ...] [--out results/<name>] [--metric last|best] [--wandb offline|online|disabled]
+    python -m roadmap.report results/<study> --out DIR --wandb-import --wandb-dashboard   # the study in W&B
 
 Also run at the end of every Hydra multirun by :class:`ReportCallback` (hydra.callbacks.report in
 conf/config.yaml; `hydra.callbacks.report.enabled=false` or `$ROADMAP_REPORT=0` turns it off);
@@ -18,6 +19,8 @@ The package's files are its seams:
     render.py     trajectory.csv, trajectory.md, the CLI's summary lines
     plots.py      trajectory, learning_curves, cost_accuracy (.png and .svg)
     wandb_run.py  the W&B summary run (table, bar chart, figures, scores)
+    wandb_import.py  a study's kept runs -> W&B runs (offline; config, per-epoch history, summary)
+    dashboard.py  the W&B report and workspace view (wandb-workspaces; dashboard.json, --publish)
     results.py    study names / default out dir; keep_run -> results/<study>/runs/
     build.py      write_report (all of the above)
     callbacks.py  ReportCallback (end of a sweep), KeepRunCallback (end of every job)
@@ -42,12 +45,13 @@ from .plots import plot_all, plot_cost_accuracy, plot_learning_curves, plot_traj
 from .render import FIELDS, csv_rows, render_markdown, summary_lines
 from .results import default_out_dir, keep_run, report_name, run_study, study_name
 from .stats import METRICS, paired, spearman, summarize
+from .wandb_import import import_study
 from .wandb_run import log_wandb
 
 __all__ = [
     "BIG_STEP_MIN", "FIELDS", "KeepRunCallback", "METRICS", "ReportCallback", "architecture_start", "big_steps",
     "collect", "collect_runs", "collect_with_context", "csv_rows", "default_out_dir", "delta_reference",
-    "describe", "find_run_dirs", "keep_run", "log_wandb", "main", "paired", "plot_all", "plot_cost_accuracy",
+    "describe", "find_run_dirs", "import_study", "keep_run", "log_wandb", "main", "paired", "plot_all", "plot_cost_accuracy",
     "plot_learning_curves", "plot_trajectory", "read_run", "render_markdown", "report_name", "roadmap_steps",
     "run_study", "spearman", "study_name", "summarize", "summary_lines", "sweep_plan", "write_report",
 ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..files import atomic_write_text, write_csv, write_json
 from .collect import _as_list, collect_with_context, describe
@@ -12,6 +12,7 @@ from .plots import plot_all
 from .render import FIELDS, csv_rows, render_markdown
 from .results import default_out_dir, is_study
 from .stats import summarize
+from .wandb_import import import_study
 from .wandb_run import log_wandb
 
 log = logging.getLogger("roadmap")
@@ -20,10 +21,41 @@ PathLike = Union[str, Path]
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+def _check_import(inputs: List[Path], wandb_mode: str) -> None:
+    """--wandb-import needs one results study and W&B on (one-line errors, before any work)."""
+    if len(inputs) != 1 or not is_study(inputs[0]):
+        raise ValueError(f"--wandb-import imports the kept runs of one results study (a folder holding runs/, "
+                         f"e.g. results/<study>); got {', '.join(map(str, inputs))}: give one study")
+    if wandb_mode == "disabled":
+        raise ValueError("--wandb-import needs W&B: --wandb offline (the default) or online, not disabled")
+
+
+def _collect(inputs: List[Path], out_dir: Optional[PathLike], results_dir: Optional[PathLike],
+             metric: str) -> Tuple[List[Dict[str, Any]], Dict[str, Any], PathLike]:
+    """The rows, their context and the output folder (see write_report)."""
+    rows, context = collect_with_context(inputs, metric)
+    if not rows:
+        raise FileNotFoundError(f"no run directories (metrics.json / failed.json / last.pt) under "
+                                f"{', '.join(map(str, context['sweep_dirs']))} and no multirun.yaml listing steps")
+    if out_dir is not None:
+        return rows, context, out_dir
+    if len(inputs) == 1 and is_study(inputs[0]):
+        return rows, context, inputs[0]
+    meta = describe(rows, context)
+    results_dir = results_dir or get(context["plan_config"], "results_dir") or \
+        get(meta["config"], "results_dir") or "results"
+    out_dir = default_out_dir(rows, meta, results_dir)
+    if is_study(out_dir) and all(Path(out_dir).resolve() != d.resolve() for d in inputs):
+        # the study's report covers every run kept in it, not only this sweep's
+        log.info("report: %s holds kept runs; the report covers them and the sweep's", out_dir)
+        rows, context = collect_with_context([*inputs, Path(out_dir)], metric)
+    return rows, context, out_dir
+
+
 def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Optional[PathLike] = None,
                  wandb_mode: str = "offline", results_dir: Optional[PathLike] = None, command: str = "",
                  wandb_dir: Optional[PathLike] = None, metric: str = "last", dashboard: bool = False,
-                 publish: bool = False) -> Path:
+                 publish: bool = False, wandb_import: bool = False) -> Path:
     """Collect a sweep (or several, or a results study), write trajectory.{csv,md,png,svg},
     learning_curves.{png,svg}, cost_accuracy.{png,svg} and summary.json; return the output dir.
 
@@ -33,30 +65,20 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
     holds kept runs (`runs/`), they join the report, so a study's report always covers all of them
     (the same run kept and in the sweep counts once). metric: 'last' (the last epoch's top-1) or
     'best' (the best evaluated epoch's). `dashboard`: also build the W&B report and workspace of the
-    sweep offline (dashboard.py: dashboard.json + the publish commands); `publish`: and save them."""
+    sweep offline (dashboard.py: dashboard.json + the publish commands); `publish`: and save them.
+
+    A results study's W&B runs (the report's own, and with `wandb_import` every kept run, see
+    wandb_import.py; W&B group: the study's name) go to `<out_dir>/wandb/`: nothing is written
+    outside the output folder. A sweep's report run goes to the sweep's (or logger.dir's) wandb/."""
     if wandb_mode not in WANDB_MODES:
         raise ValueError(f"wandb_mode={wandb_mode!r}; allowed: {', '.join(WANDB_MODES)}")
-    rows, context = collect_with_context(sweep_dir, metric)
-    if not rows:
-        raise FileNotFoundError(f"no run directories (metrics.json / failed.json / last.pt) under "
-                                f"{', '.join(map(str, context['sweep_dirs']))} and no multirun.yaml listing steps")
-    meta = describe(rows, context)
-    summary = summarize(rows, context["regime"], metric)
     inputs = _as_list(sweep_dir)
     study_input = len(inputs) == 1 and is_study(inputs[0])
-    if out_dir is None:
-        if study_input:
-            out_dir = inputs[0]
-        else:
-            results_dir = results_dir or get(context["plan_config"], "results_dir") or \
-                get(meta["config"], "results_dir") or "results"
-            out_dir = default_out_dir(rows, meta, results_dir)
-            if is_study(out_dir) and all(Path(out_dir).resolve() != d.resolve() for d in inputs):
-                # the study's report covers every run kept in it, not only this sweep's
-                log.info("report: %s holds kept runs; the report covers them and the sweep's", out_dir)
-                rows, context = collect_with_context([*inputs, Path(out_dir)], metric)
-                meta = describe(rows, context)
-                summary = summarize(rows, context["regime"], metric)
+    if wandb_import:
+        _check_import(inputs, wandb_mode)
+    rows, context, out_dir = _collect(inputs, out_dir, results_dir, metric)
+    meta = describe(rows, context)
+    summary = summarize(rows, context["regime"], metric)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "trajectory.csv", csv_rows(rows), FIELDS)
@@ -66,9 +88,12 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
     info.update({"devices": dict(meta["devices"]), "wall_seconds": round(meta["wall_seconds"], 1),
                  "img_size": meta["img_size"], "width_mult": meta["width_mult"], "epochs": meta["epochs"]})
     write_json(out_dir / "summary.json", {**summary, "sweep": info, "figures": [f"{f}.png" for f in figures]})
+    if study_input:
+        meta["study"] = inputs[0].resolve().name
+        wandb_dir = Path(wandb_dir or out_dir)  # <out>/wandb/: git ignores wandb/ folders
+    if wandb_import:
+        import_study(inputs[0], wandb_dir, wandb_mode)
     if wandb_mode != "disabled":
-        if wandb_dir is None and study_input:  # never inside a committed results folder
-            wandb_dir = Path(get(meta["config"], "out_dir") or "outputs") / "reports" / out_dir.name
         try:
             where = log_wandb(rows, summary, meta, out_dir, wandb_mode, wandb_dir, figures)
             log.info("report: W&B %s run in %s", wandb_mode, where)
@@ -77,5 +102,6 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
     if dashboard or publish:
         from .dashboard import write_dashboard
 
-        write_dashboard(rows, summary, meta, out_dir, publish_now=publish)
+        write_dashboard(rows, summary, meta, out_dir, publish_now=publish,
+                        wandb_dir=Path(wandb_dir) if wandb_dir is not None else None)
     return out_dir

@@ -17,6 +17,7 @@ USAGE = """\
     python -m roadmap.report results/imagenette-proxy        # a results study: rebuilt from its runs/
     python -m roadmap.report <dir> [<dir> ...] [--out DIR] [--metric last|best] [--wandb offline|online|disabled]
     python -m roadmap.report <dir> --wandb-dashboard [--publish]   # + the W&B report and workspace
+    python -m roadmap.report results/<study> --out DIR --wandb-import --wandb-dashboard   # kept runs -> W&B runs
 """
 
 
@@ -39,6 +40,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--wandb-dashboard", action="store_true",
                    help="also build a W&B report + workspace view of the sweep offline (dashboard.json) "
                         "and print the commands that publish it")
+    p.add_argument("--wandb-import", action="store_true",
+                   help="a results study: turn each kept run (metrics.json, history.csv, config.yaml) into a W&B "
+                        "run in <out>/wandb/ (offline unless --wandb online; W&B group: the study's name; "
+                        "importing again makes no duplicate)")
     p.add_argument("--publish", action="store_true",
                    help="with --wandb-dashboard: save the report and the workspace to W&B and print their URLs "
                         "(needs the network and an API key; `wandb sync` the runs first)")
@@ -46,12 +51,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     command = "python -m roadmap.report " + " ".join(sys.argv[1:] if argv is None else argv)
     problem = dashboard.publish_problem(probe=True) if args.publish else None
+    if args.wandb_import and args.wandb == "online" and not problem:
+        problem = dashboard.publish_problem(probe=True)
+        problem = problem and problem.replace("--publish", "--wandb-import --wandb online", 1)
     if problem:  # before any work: one line (offline, no API key, no server)
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         out = write_report(args.sweep_dir, args.out, args.wandb, args.results_dir, command=command, metric=args.metric,
-                           dashboard=args.wandb_dashboard, publish=args.publish)
+                           dashboard=args.wandb_dashboard, publish=args.publish, wandb_import=args.wandb_import)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,11 @@
     wandb sync <the runs' offline run dirs> <the report run's dir>      #   1. upload the runs
     python -m roadmap.report <sweep dir> --wandb-dashboard --publish   #   2. save the report + workspace, print URLs
 
+A results study (results/<study>, kept runs only) is seen the same way once its kept runs are
+imported (`--wandb-import`, wandb_import.py: W&B group = the study's name, runs in <out>/wandb/):
+
+    python -m roadmap.report results/<study> --out DIR --wandb-import --wandb-dashboard
+
 From the report's rows (one per step, in roadmap order, each carrying its runs and their configs)
 and its summary, this builds
 
@@ -15,6 +20,9 @@ and its summary, this builds
   the paper's);
 * a **saved workspace view** of the project with the same panels, its runs filtered to the sweep's
   W&B group(s) and grouped by step (`roadmap_step`, whose alphabetical order is the roadmap's).
+
+Their title and name say what the study is (roadmap, dataset, scale, regime, seeds), never which
+W&B groups its runs came from, and are cut at a word to fit W&B's limits.
 
 Every metric and config key a panel uses comes from `roadmap.tracking.KEYS` (the registry of what
 the runs log); `panel_keys` lists them per panel, and the tests check them against real offline runs.
@@ -29,7 +37,6 @@ be reached, and gives up after `PUBLISH_TIMEOUT_S` rather than hang.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shlex
@@ -43,6 +50,9 @@ from ..files import atomic_write_text, read_json
 from ..tracking import KEYS, run_identity, wandb_run_id
 from .collect import display_path
 from .paper import get
+from .results import report_name
+from .wandb_import import kept_id, offline_dirs
+from .wandb_run import report_run_id
 
 SPEC_NAME = "dashboard.json"
 PUBLISH_TIMEOUT_S = 180
@@ -66,6 +76,7 @@ class Dashboard:
     changes: List[Dict[str, Any]]      # toggles that change at each step
     sync_dirs: List[Path]              # the offline run directories `wandb sync` must upload
     report_command: str                # `python -m roadmap.report <sweep dirs> --out <out dir>`
+    study: Optional[str] = None        # a results study's name (its runs are imported: --wandb-import)
 
 
 # =============================================================================================
@@ -96,9 +107,12 @@ def _identity(config: Dict[str, Any]) -> Optional[Dict[str, Any]]:
 
 
 def target(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> Tuple[str, Optional[str], List[str]]:
-    """(project, entity, groups) of the sweep's runs."""
+    """(project, entity, groups) of the sweep's runs; a results study's runs are its imported ones,
+    whose one group is the study's name (wandb_import.py)."""
     idents = [i for i in (_identity(r["config"]) for r in _runs(rows) if r.get("config")) if i]
     groups = list(dict.fromkeys(i["group"] for i in idents)) or list(meta.get("sweep_ids") or [])[:1]
+    if meta.get("study"):
+        groups = [meta["study"]]
     project = next((i["project"] for i in idents), None) or "roadmap"
     entity = next((i["entity"] for i in idents if i.get("entity")), None)
     return project, entity, groups or ["roadmap"]
@@ -163,22 +177,27 @@ def varying_toggles(rows: Sequence[Dict[str, Any]]) -> List[str]:
     return [k for k in KEYS.toggles if len(values.get(k, ())) > 1]
 
 
-def offline_run_dirs(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> List[Path]:
+def offline_run_dirs(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any],
+                     wandb_dir: Optional[Path] = None) -> List[Path]:
     """The sweep's offline W&B run directories: each run's (Tracker: `<logger.dir or run dir>/wandb/
-    offline-run-*-<id>`, one per attempt of a resumed run) and the report run's
-    (`<sweep dir or logger.dir>/wandb/offline-run-*-report-<id>`; the id as roadmap.report gives it)."""
+    offline-run-*-<id>`, one per attempt of a resumed run), each kept run's imported one
+    (`<wandb_dir>/wandb/offline-run-*-kept-<id>`, wandb_import.py) and the report run's newest
+    (`<wandb_dir, sweep dir or logger.dir>/wandb/offline-run-*-report-<id>`: each report logs
+    the whole table again)."""
     found: List[Path] = []
-    wandb_dirs = set()
+    wandb_dirs = {Path(wandb_dir) / "wandb"} if wandb_dir is not None else set()
     for run in _runs(rows):
         config = run.get("config") or {}
         wdir = Path(_get(config, "logger.dir") or run["run_dir"]) / "wandb"
         wandb_dirs.add(wdir)
         found += sorted(wdir.glob(f"offline-run-*-{wandb_run_id(run['run_dir'])}"))
+        kept = kept_id(run["run_dir"]) if wandb_dir is not None else None
+        found += offline_dirs(wandb_dir, kept)[-1:] if kept else []
     sweeps = [Path(d) for d in meta.get("sweep_dirs") or []]
     if sweeps:
-        report_id = "report-" + hashlib.sha1(str(sweeps[0].resolve()).encode()).hexdigest()[:10]
-        for wdir in sorted(wandb_dirs | {sweeps[0] / "wandb"}):
-            found += sorted(wdir.glob(f"offline-run-*-{report_id}"))
+        report_id = report_run_id(meta)
+        found += sorted((p for wdir in wandb_dirs | {sweeps[0] / "wandb"}
+                         for p in wdir.glob(f"offline-run-*-{report_id}")), key=lambda p: p.name)[-1:]
     return [p for p in dict.fromkeys(found) if p.is_dir()]
 
 
@@ -303,9 +322,46 @@ def panel_keys(panel: Any) -> List[Key]:
     return []
 
 
+def _clip(text: str, limit: int) -> str:
+    """`text`, or its longest prefix ending at a word boundary + '…', within `limit` characters."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit - 1]
+    return cut.rstrip(" ,;:(—-") + "…"
+
+
+def seeds_label(seeds: Sequence[int]) -> str:
+    """'seed 0', 'seeds 0–2' (consecutive), 'seeds 0, 3, 7'; 'no seeds'."""
+    seeds = sorted(seeds)
+    if not seeds:
+        return "no seeds"
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return "seeds " + ", ".join(map(str, seeds))
+
+
+def names(rows: Sequence[Dict[str, Any]], meta: Dict[str, Any]) -> Tuple[str, str]:
+    """(report title, workspace name), from the study: what roadmap, dataset, scale, regime, seeds and
+    the study's suffix (ablation, an experiment's own name), never from W&B groups; within W&B's
+    limits, cut at a word."""
+    dataset, scale, regime = meta.get("dataset", "?"), meta.get("scale", "?"), meta.get("regime", "?")
+    study = meta.get("study") or report_name(list(rows), meta)
+    extra = [p for p in study.removeprefix(f"{dataset}-{scale}").split("-") if p and p != regime]
+    ends = meta.get("endpoints") or {}
+    what = "leave-one-out ablation" if meta.get("ablation_mode") else \
+        f"{ends.get('start', 'ResNet')} → {ends.get('end', 'ConvNeXt')}"
+    seeds = seeds_label(meta.get("seeds") or [])
+    tail = f" ({', '.join(extra)})" if extra else ""
+    return (_clip(f"roadmap {what}: {dataset}, {scale} scale, {regime} regime, {seeds}{tail}", 128),
+            _clip(f"roadmap steps: {dataset} {scale} {regime}, {seeds}{tail}", 120))
+
+
 def build(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[str, Any],
-          out_dir: Optional[Path] = None) -> Dashboard:
-    """The report and the workspace of a sweep, built offline."""
+          out_dir: Optional[Path] = None, wandb_dir: Optional[Path] = None) -> Dashboard:
+    """The report and the workspace of a sweep, built offline (`wandb_dir`: where the report run and
+    the imported runs of a results study are, `<wandb_dir>/wandb/`)."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
     from wandb_workspaces import expr
@@ -319,10 +375,7 @@ def build(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[st
     toggles = varying_toggles(rows)
     sets = _runsets(groups, seeds[0] if seeds else None)
 
-    ends = meta.get("endpoints") or {}
-    what = "leave-one-out ablation" if meta.get("ablation_mode") else \
-        f"{ends.get('start', 'ResNet')} → {ends.get('end', 'ConvNeXt')}"
-    title = f"roadmap {what}: {meta.get('dataset', '?')}, {meta.get('scale', '?')} scale ({', '.join(groups)})"[:128]
+    title, workspace_name = names(rows, meta)
 
     panels: List[Dict[str, Any]] = []
     blocks: List[Any] = [wr.MarkdownBlock(text=_summary_markdown(summary, meta, groups, out_dir))]
@@ -351,7 +404,7 @@ def build(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[st
     by_step = sets["by_step"]
     pinned = [("summary", KEYS("summary", k)) for k in ("top1", "paper_top1", "gflops_224", "params_224")]
     workspace = ws.Workspace(
-        entity=entity or "", project=project, name=f"roadmap steps: {', '.join(groups)}"[:120],
+        entity=entity or "", project=project, name=workspace_name,
         sections=ws_sections, settings=ws.WorkspaceSettings(x_axis=KEYS("history", "epoch"), max_runs=n),
         runset_settings=ws.RunsetSettings(
             filters=by_step["filters"], groupby=[expr.Config(by_step["groupby"][1])],
@@ -362,13 +415,14 @@ def build(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[st
     if out_dir is not None:
         command += ["--out", shlex.quote(display_path(out_dir))]
     return Dashboard(report=report, workspace=workspace, project=project, entity=entity, groups=groups,
-                     panels=panels, runsets=runsets, changes=changes, sync_dirs=offline_run_dirs(rows, meta),
+                     panels=panels, runsets=runsets, changes=changes,
+                     sync_dirs=offline_run_dirs(rows, meta, wandb_dir), study=meta.get("study"),
                      report_command=" ".join(command))
 
 
 def _summary_markdown(summary: Dict[str, Any], meta: Dict[str, Any], groups: Sequence[str],
                       out_dir: Optional[Path]) -> str:
-    lines = [f"Sweep: {', '.join(f'`{d}`' for d in meta.get('sweep_dirs') or [])} (W&B group "
+    lines = [f"{'Study' if meta.get('study') else 'Sweep'}: {', '.join(f'`{d}`' for d in meta.get('sweep_dirs') or [])} (W&B group "
              f"{', '.join(f'`{g}`' for g in groups)}); seeds {', '.join(map(str, meta.get('seeds') or [])) or '—'}."]
     g = summary.get("gain") or {}
     if g.get("ours") is not None:
@@ -412,8 +466,10 @@ def report_spec(dash: Dashboard) -> Dict[str, Any]:
 
 def publish_commands(dash: Dashboard) -> List[str]:
     """`wandb sync <the offline run dirs>`, then the report command with --wandb-dashboard --publish."""
+    why = "import the study's kept runs first: rerun with --wandb-import" if dash.study else \
+        "were the runs logged with logger=wandb?"
     sync = "wandb sync " + " ".join(shlex.quote(display_path(p)) for p in dash.sync_dirs) if dash.sync_dirs else \
-        "wandb sync <the runs' wandb/offline-run-* directories>  (none found: were the runs logged with logger=wandb?)"
+        f"wandb sync <the runs' wandb/offline-run-* directories>  (none found: {why})"
     return [sync, dash.report_command + " --wandb-dashboard --publish"]
 
 
@@ -532,7 +588,7 @@ def publish(dash: Dashboard, previous: Optional[Dict[str, Any]] = None,
 
 
 def write_dashboard(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[str, Any], out_dir: Path,
-                    publish_now: bool = False, echo: Any = print) -> Path:
+                    publish_now: bool = False, echo: Any = print, wandb_dir: Optional[Path] = None) -> Path:
     """Build the dashboard offline, write `<out_dir>/dashboard.json`, print the publish commands;
     with `publish_now`, save it to W&B and print the URLs (raises PublishError, one line)."""
     out_dir = Path(out_dir)
@@ -543,7 +599,7 @@ def write_dashboard(rows: Sequence[Dict[str, Any]], summary: Dict[str, Any], met
             previous = read_json(path).get("published")
         except Exception:
             previous = None
-    dash = build(rows, summary, meta, out_dir)
+    dash = build(rows, summary, meta, out_dir, wandb_dir)
     spec = specification(dash)
     if previous:
         spec["published"] = previous
