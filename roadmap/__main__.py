@@ -24,10 +24,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from .config import (Config, ConfigError, DataConfig, LoggerConfig, ModelConfig, RecipeConfig, RegimeConfig,
-                     ScaleConfig, register_configs)
+                     ScaleConfig, option_names, register_configs)
 from .files import write_json
 from .launch import check_n_jobs
-from .steps import check_choice, option_names
+from .steps import check_choice
 
 log = logging.getLogger("roadmap")
 

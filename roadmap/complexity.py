@@ -11,11 +11,11 @@ import sys
 import time
 from typing import Any, Dict, List
 
-from .config import ConfigError
+from .config import ConfigError, reference, step_names
 from .files import atomic_write_text, markdown_table, write_csv
 from .measure import count_gflops, count_params
 from .model import build_model
-from .steps import reference, step_info, step_names
+from .steps import step_info
 
 FIELDS = ["regime", "step", "group", "params", "params_m", "gflops", "paper_gflops", "gflops_diff",
           "paper_top1"]

@@ -7,6 +7,7 @@ allowed; entry points print that line and exit with status 2.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +15,33 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+import yaml
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+REFERENCE_PATH = CONF_DIR.parent / "reference.yaml"
+
+# Keys added after runs were recorded, with the value that reproduces the code before them: a run
+# directory whose config lacks one resumes only if the new config has that value.
+LEGACY = {"model.zero_init_last": True, "recipe.zero_init_last": True, "recipe.eval_interpolation": "bicubic",
+          "data.val_labels": None, "scale.regularization": "recipe"}
+
+
+@functools.lru_cache(maxsize=None)
+def reference() -> Dict[str, Any]:
+    """The paper's figures (reference.yaml), parsed once."""
+    with open(REFERENCE_PATH) as f:
+        return yaml.safe_load(f)
+
+
+def option_names(group: str) -> List[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def step_names() -> List[str]:
+    """Every step preset: the ConvNeXt roadmap in the paper's order, then any others."""
+    ordered = [s["name"] for s in reference()["convnext"]["steps"]]
+    return ordered + [s for s in option_names("step") if s not in ordered]
 
 
 class ConfigError(ValueError):
@@ -268,7 +294,6 @@ def validate(cfg: DictConfig | Config) -> None:
     for name, schema in (("recipe", RecipeConfig), ("data", DataConfig), ("scale", ScaleConfig),
                          ("logger", LoggerConfig)):
         _check_fields(cfg[name] if isinstance(cfg, DictConfig) else getattr(cfg, name), schema, name)
-    from .steps import step_names  # noqa: WPS433 (avoid a cycle at import time)
     if cfg.step not in step_names():
         raise ConfigError(f"step={cfg.step!r} is unknown; allowed: {', '.join(step_names())}")
     recipes = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))
@@ -328,6 +353,14 @@ def check_scale_data(cfg: Any) -> None:
         raise ConfigError(f"scale={cfg.scale.name} trains on ImageNet-1k, not data={cfg.data.name}; use data=imagenet "
                           f"data.root=/path/to/imagenet (or scale.imagenet_only=false to run this schedule on "
                           f"{cfg.data.name} anyway)")
+
+
+def effective_init(cfg: Any) -> str:
+    """What `init` resolves to: `auto` is resnet (Kaiming fan-out, timm's resnet50) for BatchNorm models
+    and convnext (truncated normal 0.02, timm's convnext) for LayerNorm models."""
+    if cfg.init != "auto":
+        return cfg.init
+    return "resnet" if cfg.norm_type == "bn" else "convnext"
 
 
 def to_container(cfg: DictConfig) -> dict:

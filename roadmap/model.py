@@ -58,7 +58,7 @@ from omegaconf import DictConfig, OmegaConf
 from timm.layers import DropPath, LayerNorm, LayerNorm2d, LayerScale, LayerScale2d, trunc_normal_
 
 from .cmt import IRFFN, HEAD_DIM, HEAD_DROPOUT, LMHSA, LPU, RelPosBias, cmt_stem, conv1280_head
-from .config import ConfigError, ModelConfig, validate_model
+from .config import ConfigError, ModelConfig, effective_init, validate_model
 
 LN_EPS = 1e-6
 
@@ -320,7 +320,7 @@ class ModernizableResNet(nn.Module):
     # -- timm-style API -----------------------------------------------------------------------
     def init_weights(self) -> None:
         cfg = self.cfg
-        resnet_init = cfg.init == "resnet" or (cfg.init == "auto" and cfg.norm_type == "bn")
+        resnet_init = effective_init(cfg) == "resnet"
         for name, m in self.named_modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 if name == "head.fc":

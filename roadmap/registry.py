@@ -15,7 +15,7 @@ from typing import Any, Callable
 from timm.models import register_model
 
 from .config import ConfigError, ModelConfig
-from .steps import step_names
+from .config import step_names
 
 PREFIXES = {"roadmap": "resnet50", "roadmap200": "resnet200"}
 _FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}

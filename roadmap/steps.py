@@ -6,36 +6,14 @@ their order and the paper's figures live in `reference.yaml`. This module only r
 from __future__ import annotations
 
 import dataclasses
-import functools
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, ConfigError, ModelConfig, register_configs
-
-REFERENCE_PATH = CONF_DIR.parent / "reference.yaml"
-
-
-@functools.lru_cache(maxsize=None)
-def reference() -> Dict[str, Any]:
-    """The paper's figures (reference.yaml), parsed once."""
-    with open(REFERENCE_PATH) as f:
-        return yaml.safe_load(f)
-
-
-def option_names(group: str) -> List[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def step_names() -> List[str]:
-    """Every step preset: the ConvNeXt roadmap in the paper's order, then any others."""
-    ordered = [s["name"] for s in reference()["convnext"]["steps"]]
-    return ordered + [s for s in option_names("step") if s not in ordered]
-
+from .config import CONF_DIR, ConfigError, ModelConfig, option_names, reference, register_configs, step_names
 
 # Roadmaps in reference.yaml: (section, offset of its step indices). The ConvNeXt roadmap is
 # 0..16; other roadmaps (e.g. the ConvNeXt -> CMT hybrid roadmap) list theirs under

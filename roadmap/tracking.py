@@ -25,8 +25,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig
 
-from .config import ModelConfig, to_container
-from .steps import ablation_info, reference, step_info
+from .config import ModelConfig, reference, to_container
+from .steps import ablation_info, step_info
 
 log = logging.getLogger("roadmap")
 

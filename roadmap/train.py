@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from .config import ConfigError, apply_scale_augment, to_container, validate
+from . import faults
+from .config import LEGACY, ConfigError, apply_scale_augment, to_container, validate
 from .data import build_data, discover_num_classes
 from .files import read_json, write_csv, write_json
 from .measure import count_gflops, count_params
@@ -53,11 +54,6 @@ log = logging.getLogger("roadmap")
 # Keys that may change between an interrupted run and its resumption (they do not change results).
 NOT_IDENTITY = ("logger", "scale.workers", "data.root", "data.cache_dir", "out_dir", "sweep_id", "results_dir",
                 "keep_runs", "scale.checkpoint_every_min", "scale.imagenet_only", "scale.threads")
-# Keys added after runs were recorded, with the value that reproduces the code before them: a run
-# directory whose config lacks one resumes only if the new config has that value.
-LEGACY = {"model.zero_init_last": True, "recipe.zero_init_last": True, "recipe.eval_interpolation": "bicubic",
-          "data.val_labels": None}
-
 
 DDP_STOP_CHECK = 8  # under DDP, stop requests and the checkpoint timer are agreed every 8 updates
 
@@ -145,21 +141,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def fault(kind: str, step: str) -> bool:
-    """Fault injection for tests: $ROADMAP_FAULT = 'raise:<step>', 'nan:<step>' or 'exit_after_epoch:<n>'
-    (comma-separated; 'slow_update:<seconds>' sleeps after every update, so a test can signal a
-    run in the middle of an epoch)."""
-    return fault_value(kind) in (step, "*")
-
-
-def fault_value(kind: str) -> Optional[str]:
-    for item in os.environ.get("ROADMAP_FAULT", "").split(","):
-        k, _, v = item.partition(":")
-        if k == kind:
-            return v
-    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -378,7 +359,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     bar = tqdm(total=steps, initial=min(start, steps), desc=f"epoch {epoch + 1}/{epochs}",
                disable=not (env.main and sys.stderr.isatty()), leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
-    poison = fault("nan", step_name)
+    poison = faults.fault("nan", step_name)
     for i, (x, y) in enumerate(loader, start=start):
         if i >= steps:
             break
@@ -475,6 +456,19 @@ def run(cfg: DictConfig, run_dir: Path | str) -> Dict[str, Any]:
     apply_scale_augment(cfg)
     env = setup_env(cfg.scale)
     accumulation(cfg.scale.global_batch, cfg.scale.batch_size, env.world)  # exact, or refused before any write
+    lock = _claim(cfg, run_dir, env)
+    try:
+        if (run_dir / "metrics.json").exists():  # finished before, or by the previous holder meanwhile
+            return _finished(cfg, run_dir) if env.main else read_json(run_dir / "metrics.json")
+        return _attempt(cfg, run_dir, env)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _claim(cfg: DictConfig, run_dir: Path, env: Env) -> Optional[RunLock]:
+    """Rank 0 checks the run directory (same config or refused) and takes its lock unless the run
+    has finished; every rank learns the outcome. Raises RunRefused / RunLocked."""
     lock: Optional[RunLock] = None
     status: List[Any] = ["run", None]  # rank 0 decides: run | finished | refused (with the message) | locked
     if env.main:
@@ -493,38 +487,36 @@ def run(cfg: DictConfig, run_dir: Path | str) -> Dict[str, Any]:
         dist.broadcast_object_list(status, src=0)
     if status[0] in ("refused", "locked"):
         raise (RunLocked if status[0] == "locked" else RunRefused)(status[1])
-    if status[0] == "finished":
-        return _finished(cfg, run_dir) if env.main else read_json(run_dir / "metrics.json")
+    return lock
+
+
+def _attempt(cfg: DictConfig, run_dir: Path, env: Env) -> Dict[str, Any]:
+    """One attempt at the run, under the stop signals: finished, preempted (checkpoint written) or
+    failed (failed.json says why); the log file and the W&B run are closed in every case."""
+    handler = _log_to_file(run_dir) if env.main else None
+    tracker = Tracker(cfg, run_dir, enabled=env.main)
     try:
-        if (run_dir / "metrics.json").exists():  # finished by the previous holder meanwhile
-            return _finished(cfg, run_dir) if env.main else read_json(run_dir / "metrics.json")
-        handler = _log_to_file(run_dir) if env.main else None
-        tracker = Tracker(cfg, run_dir, enabled=env.main)
-        try:
-            with StopSignals():
-                metrics = _run(cfg, run_dir, env, tracker)
-            (run_dir / "failed.json").unlink(missing_ok=True)
-            tracker.finish(0)
-            return metrics
-        except Preempted as e:
-            if env.main:
-                log.warning("%s %s", cfg.step, e)
-            tracker.finish(EXIT_PREEMPTED)
-            raise
-        except BaseException as e:
-            if env.main and not isinstance(e, (KeyboardInterrupt, RunRefused)):
-                write_json(run_dir / "failed.json", {
-                    "step": cfg.step, "error": type(e).__name__, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__,
-                    "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
-            tracker.finish(1)
-            raise
-        finally:
-            if handler is not None:
-                logging.getLogger().removeHandler(handler)
-                handler.close()
+        with StopSignals():
+            metrics = _run(cfg, run_dir, env, tracker)
+        (run_dir / "failed.json").unlink(missing_ok=True)
+        tracker.finish(0)
+        return metrics
+    except Preempted as e:
+        if env.main:
+            log.warning("%s %s", cfg.step, e)
+        tracker.finish(EXIT_PREEMPTED)
+        raise
+    except BaseException as e:
+        if env.main and not isinstance(e, (KeyboardInterrupt, RunRefused)):
+            write_json(run_dir / "failed.json", {
+                "step": cfg.step, "error": type(e).__name__, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__,
+                "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+        tracker.finish(1)
+        raise
     finally:
-        if lock is not None:
-            lock.release()
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def _finished(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
@@ -533,90 +525,111 @@ def _finished(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     return metrics
 
 
-def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str, Any]:
-    t_start = time.perf_counter()
-    if fault("raise", cfg.step):
-        raise RuntimeError(f"injected failure in step {cfg.step} (ROADMAP_FAULT)")
-    seed_all(cfg.seed + env.rank)
-    info = step_info(cfg.step)
+class Run:
+    """One run's state and its phases, in the order `run` calls them: build (data, model, recipe),
+    resume (from the run directory's checkpoint), the epoch loop with its checkpoint and stop
+    policy, finish (metrics.json). Fault-injection hooks: roadmap/faults.py."""
 
-    data = build_data(cfg, env.rank, env.world, log_fn=log.info if env.main else lambda *_: None)
-    model = ModernizableResNet(cfg.model)
-    if cfg.scale.channels_last == "auto" and env.device.type == "cpu":
-        env.channels_last = not model.nhwc_blocks  # CPU: NCHW conv + BN blocks gain 1.4x (README "Speed")
-    gflops_train = count_gflops(model, cfg.scale.img_size)
-    params = count_params(model)
-    if cfg.init_from:
-        _init_from(model, cfg.init_from)
-    model.to(env.device)
-    if env.channels_last:
-        model.to(memory_format=torch.channels_last)
-    train_model: nn.Module = model
-    if env.world > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    if cfg.scale.compile:
-        train_model = torch.compile(train_model)
+    def __init__(self, cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> None:
+        self.cfg, self.run_dir, self.env, self.tracker = cfg, run_dir, env, tracker
+        self.t_start = time.perf_counter()
+        faults.raise_if_injected(cfg.step)
+        seed_all(cfg.seed + env.rank)
+        self.info = step_info(cfg.step)
+        self.data = build_data(cfg, env.rank, env.world, log_fn=log.info if env.main else lambda *_: None)
+        self._build_model()
+        self._build_recipe()
+        self.start_epoch, self.num_updates, self.history = 0, 0, []
+        self.resume_at: Optional[EpochPosition] = None
+        self.rng_saved: Optional[Dict[str, Any]] = None
+        self.every_s = cfg.scale.checkpoint_every_min * 60 if cfg.scale.checkpoint_every_min else None
+        self.last_save = time.monotonic()
+        self.slow = faults.slow_update_seconds()
 
-    global_batch, accum = accumulation(cfg.scale.global_batch, cfg.scale.batch_size, env.world)
-    lr = learning_rate(cfg.recipe, cfg.scale, global_batch)  # the global batch the updates really see
-    optimizer = build_optimizer(model, cfg.recipe, lr)
-    max_steps = cfg.scale.max_steps_per_epoch
-    steps_per_epoch = min(len(data.train), max_steps) if max_steps else len(data.train)
-    steps_per_epoch -= steps_per_epoch % accum
-    updates_per_epoch = max(1, steps_per_epoch // accum)
-    lengths = schedule_lengths(cfg, updates_per_epoch)
-    epochs = lengths["epochs"]
-    schedule = Schedule(optimizer, cfg.recipe, lengths)
-    mixup, criterion = build_mixup_and_loss(cfg.recipe, data.num_classes)
-    ema = None
-    if cfg.recipe.ema:
-        from timm.utils import ModelEmaV3
-        ema = ModelEmaV3(model, decay=cfg.recipe.ema_decay)
+    # -- build ------------------------------------------------------------------------------------
+    def _build_model(self) -> None:
+        cfg, env = self.cfg, self.env
+        model = ModernizableResNet(cfg.model)
+        if cfg.scale.channels_last == "auto" and env.device.type == "cpu":
+            env.channels_last = not model.nhwc_blocks  # CPU: NCHW conv + BN blocks gain 1.4x (docs/speed.md)
+        self.gflops_train = count_gflops(model, cfg.scale.img_size)
+        self.params = count_params(model)
+        if cfg.init_from:
+            _init_from(model, cfg.init_from)
+        model.to(env.device)
+        if env.channels_last:
+            model.to(memory_format=torch.channels_last)
+        train_model: nn.Module = model
+        if env.world > 1:
+            train_model = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        if cfg.scale.compile:
+            train_model = torch.compile(train_model)
+        self.model, self.train_model = model, train_model
 
-    start_epoch, num_updates, history = 0, 0, []
-    resume_at: Optional[EpochPosition] = None
-    rng_saved: Optional[Dict[str, Any]] = None
-    ck, ck_path = load_run_checkpoint(run_dir)
-    if ck is not None:
-        check_checkpoint_config(ck, cfg, ck_path)
-        _load_model(model, ck["model"], ck_path)
-        optimizer.load_state_dict(ck["optimizer"])
-        schedule.load_state_dict(ck["scheduler"])
-        if ema is not None and ck.get("ema") is not None:
-            ema.module.load_state_dict(ck["ema"])
-        start_epoch, num_updates, history = ck["epoch"], ck["num_updates"], ck["history"]
-        t_start -= ck.get("wall_seconds", 0.0)  # wall time counts every attempt
-        rank = env.rank if env.rank < len(ck["rng"]) else 0
-        rng_saved = ck["rng"][rank]
-        if ck.get("step_in_epoch"):
-            resume_at = EpochPosition(ck["step_in_epoch"], ck["epoch_loss_sum"][rank].clone(), ck["epoch_n_seen"],
-                                      ck["epoch_seconds"])
-        schedule.step(num_updates)
+    def _build_recipe(self) -> None:
+        cfg = self.cfg
+        self.global_batch, self.accum = accumulation(cfg.scale.global_batch, cfg.scale.batch_size, self.env.world)
+        self.lr = learning_rate(cfg.recipe, cfg.scale, self.global_batch)  # the global batch the updates really see
+        self.optimizer = build_optimizer(self.model, cfg.recipe, self.lr)
+        max_steps = cfg.scale.max_steps_per_epoch
+        steps = min(len(self.data.train), max_steps) if max_steps else len(self.data.train)
+        self.steps_per_epoch = steps - steps % self.accum
+        self.updates_per_epoch = max(1, self.steps_per_epoch // self.accum)
+        lengths = schedule_lengths(cfg, self.updates_per_epoch)
+        self.epochs = lengths["epochs"]
+        self.schedule = Schedule(self.optimizer, cfg.recipe, lengths)
+        self.mixup, self.criterion = build_mixup_and_loss(cfg.recipe, self.data.num_classes)
+        self.ema = None
+        if cfg.recipe.ema:
+            from timm.utils import ModelEmaV3
+            self.ema = ModelEmaV3(self.model, decay=cfg.recipe.ema_decay)
+
+    # -- resume -----------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Load the run directory's checkpoint, if any; write config.yaml on a first start."""
+        env, cfg = self.env, self.cfg
+        ck, ck_path = load_run_checkpoint(self.run_dir)
+        if ck is not None:
+            check_checkpoint_config(ck, cfg, ck_path)
+            _load_model(self.model, ck["model"], ck_path)
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.schedule.load_state_dict(ck["scheduler"])
+            if self.ema is not None and ck.get("ema") is not None:
+                self.ema.module.load_state_dict(ck["ema"])
+            self.start_epoch, self.num_updates, self.history = ck["epoch"], ck["num_updates"], ck["history"]
+            self.t_start -= ck.get("wall_seconds", 0.0)  # wall time counts every attempt
+            rank = env.rank if env.rank < len(ck["rng"]) else 0
+            self.rng_saved = ck["rng"][rank]
+            if ck.get("step_in_epoch"):
+                self.resume_at = EpochPosition(ck["step_in_epoch"], ck["epoch_loss_sum"][rank].clone(),
+                                               ck["epoch_n_seen"], ck["epoch_seconds"])
+            self.schedule.step(self.num_updates)
+            if env.main:
+                at = self.resume_at
+                where = f"epoch {self.start_epoch}/{self.epochs}" + (
+                    f" + {at.step}/{self.steps_per_epoch} steps of epoch {self.start_epoch + 1}" if at else "")
+                log.info("resumed %s from %s at %s", cfg.step, ck_path, where)
+            del ck
+        if env.main and not (self.run_dir / "config.yaml").exists():
+            OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+
+    def start(self) -> None:
+        cfg, env = self.cfg, self.env
         if env.main:
-            where = f"epoch {start_epoch}/{epochs}" + (f" + {resume_at.step}/{steps_per_epoch} steps of epoch "
-                                                        f"{start_epoch + 1}" if resume_at else "")
-            log.info("resumed %s from %s at %s", cfg.step, ck_path, where)
-        del ck
-    if env.main and not (run_dir / "config.yaml").exists():
-        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            log.info("%s [%s, %s]: %s params, %.3f GFLOPs at %d px; %d epochs x %d updates, global batch %d "
+                     "(accum %d), lr %.2e, %s, world %d", cfg.step, cfg.regime.name, cfg.scale.name, f"{self.params:,}",
+                     self.gflops_train, cfg.scale.img_size, self.epochs, self.updates_per_epoch, self.global_batch,
+                     self.accum, self.lr, device_name(env.device), env.world)
+        self.tracker.start()
+        if env.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(env.device)
+        if self.rng_saved is not None:  # last: nothing between here and the first update draws random numbers
+            set_rng_state(self.rng_saved)
 
-    if env.main:
-        log.info("%s [%s, %s]: %s params, %.3f GFLOPs at %d px; %d epochs x %d updates, global batch %d "
-                 "(accum %d), lr %.2e, %s, world %d", cfg.step, cfg.regime.name, cfg.scale.name, f"{params:,}",
-                 gflops_train, cfg.scale.img_size, epochs, updates_per_epoch, global_batch, accum, lr,
-                 device_name(env.device), env.world)
-    tracker.start()
-    if env.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(env.device)
-    if rng_saved is not None:  # last: nothing between here and the first update draws random numbers
-        set_rng_state(rng_saved)
-
-    every_s = cfg.scale.checkpoint_every_min * 60 if cfg.scale.checkpoint_every_min else None
-    slow = float(fault_value("slow_update") or 0)
-    clock = {"last_save": time.monotonic()}
-
-    def checkpoint(epochs_done: int, pos: Optional[EpochPosition], updates: int) -> Path:
+    # -- checkpoint and stop policy ---------------------------------------------------------------
+    def checkpoint(self, epochs_done: int, pos: Optional[EpochPosition], updates: int) -> Path:
         """Every rank's RNG (and loss sum) gathered; rank 0 writes. A collective: all ranks call it."""
+        env = self.env
         mine = {"rng": rng_state(), "loss_sum": (pos.loss_sum.detach().float().cpu() if pos else torch.zeros(()))}
         if env.world > 1:
             states: List[Any] = [None] * env.world
@@ -624,89 +637,118 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
         else:
             states = [mine]
         if env.main:
-            save_run_checkpoint(run_dir, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                "ema": ema.module.state_dict() if ema is not None else None, "epoch": epochs_done,
-                "num_updates": updates, "history": history, "rng": [st["rng"] for st in states], "step": cfg.step,
-                "step_in_epoch": pos.step if pos else 0, "epoch_loss_sum": [st["loss_sum"] for st in states],
-                "epoch_n_seen": pos.n_seen if pos else 0, "epoch_seconds": pos.seconds if pos else 0.0,
-                "wall_seconds": time.perf_counter() - t_start, "num_classes": data.num_classes,
-                "config": identity_config(cfg)})
-        clock["last_save"] = time.monotonic()
-        return run_dir / "last.pt"
+            save_run_checkpoint(self.run_dir, {
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedule.state_dict(),
+                "ema": self.ema.module.state_dict() if self.ema is not None else None, "epoch": epochs_done,
+                "num_updates": updates, "history": self.history, "rng": [st["rng"] for st in states],
+                "step": self.cfg.step, "step_in_epoch": pos.step if pos else 0,
+                "epoch_loss_sum": [st["loss_sum"] for st in states], "epoch_n_seen": pos.n_seen if pos else 0,
+                "epoch_seconds": pos.seconds if pos else 0.0, "wall_seconds": time.perf_counter() - self.t_start,
+                "num_classes": self.data.num_classes, "config": identity_config(self.cfg)})
+        self.last_save = time.monotonic()
+        return self.run_dir / "last.pt"
 
-    def stop_flags(timer: bool) -> Tuple[bool, bool]:
+    def stop_flags(self, timer: bool) -> Tuple[bool, bool]:
         """(stop, checkpoint now), agreed by all ranks: any rank's signal or timer counts. Under DDP
         the ranks compare notes every DDP_STOP_CHECK updates (a device sync each time)."""
-        flags = [STOP.signum is not None, timer and every_s is not None and time.monotonic() - clock["last_save"] >= every_s]
+        env = self.env
+        flags = [STOP.signum is not None,
+                 timer and self.every_s is not None and time.monotonic() - self.last_save >= self.every_s]
         if env.world > 1:
             t = torch.tensor([float(f) for f in flags], device=env.device)
             dist.all_reduce(t, op=dist.ReduceOp.MAX)
             flags = [bool(v) for v in t.tolist()]
         return flags[0], flags[1]
 
-    def stop(where: str, path: Optional[Path]) -> None:
-        if env.world > 1:
+    def stop(self, where: str, path: Optional[Path]) -> None:
+        if self.env.world > 1:
             dist.barrier()  # rank 0 has written the checkpoint before any rank exits
         raise Preempted(STOP.signum or signal.SIGTERM, where, path)
 
-    for epoch in range(start_epoch, epochs):
-        position = resume_at if epoch == start_epoch else None
-        if stop_flags(timer=False)[0]:
-            stop(f"before epoch {epoch + 1}/{epochs}" + (f" step {position.step}" if position else ""),
-                 run_dir / "last.pt" if (run_dir / "last.pt").exists() else None)
-
-        def after_update(pos: EpochPosition, updates: int, epoch: int = epoch) -> None:
-            if slow:
-                STOP.event.wait(slow)  # fault injection: a slow update that a signal cuts short
-            if env.world > 1 and updates % DDP_STOP_CHECK:
+    def after_update(self, epoch: int) -> Callable[[EpochPosition, int], None]:
+        """What runs after every update of `epoch`: the timer's checkpoint, a stop signal's checkpoint and stop."""
+        def hook(pos: EpochPosition, updates: int) -> None:
+            if self.slow:
+                STOP.event.wait(self.slow)  # fault injection: a slow update that a signal cuts short
+            if self.env.world > 1 and updates % DDP_STOP_CHECK:
                 return
-            halt, due = stop_flags(timer=True)
+            halt, due = self.stop_flags(timer=True)
             if halt or due:
-                path = checkpoint(epoch, pos, updates)
-                if env.main and not halt:
-                    log.info("%s checkpoint at epoch %d step %d/%d (every %s min)", cfg.step, epoch + 1, pos.step,
-                             steps_per_epoch, cfg.scale.checkpoint_every_min)
+                path = self.checkpoint(epoch, pos, updates)
+                if self.env.main and not halt:
+                    log.info("%s checkpoint at epoch %d step %d/%d (every %s min)", self.cfg.step, epoch + 1, pos.step,
+                             self.steps_per_epoch, self.cfg.scale.checkpoint_every_min)
                 if halt:
-                    stop(f"in epoch {epoch + 1}/{epochs} after step {pos.step}/{steps_per_epoch} (update {updates}); "
-                         f"checkpoint written", path)
+                    self.stop(f"in epoch {epoch + 1}/{self.epochs} after step {pos.step}/{self.steps_per_epoch} "
+                              f"(update {updates}); checkpoint written", path)
+        return hook
 
-        data.train_sampler.set_epoch(epoch, skip=position.step * cfg.scale.batch_size if position else 0)
-        tr, num_updates = train_one_epoch(train_model, data.train, optimizer, schedule, criterion, mixup, env,
-                                          accum, num_updates, epoch, epochs, max_steps, cfg.recipe.grad_clip,
-                                          ema, cfg.step, position=position, after_update=after_update)
-        ev: Dict[str, float] = {}
-        if epoch + 1 == epochs or (epoch + 1) % cfg.scale.eval_every == 0:
-            ev = evaluate(model, data.val, env)
-            if ema is not None:  # the EMA weights, evaluated like the raw ones (official ConvNeXt: --model_ema_eval)
-                ev.update({f"ema_{k}": v for k, v in evaluate(ema.module, data.val, env).items()
-                           if k in ("top1", "top5", "val_loss")})
+    # -- the epoch loop ---------------------------------------------------------------------------
+    def train(self) -> None:
+        for epoch in range(self.start_epoch, self.epochs):
+            position = self.resume_at if epoch == self.start_epoch else None
+            if self.stop_flags(timer=False)[0]:
+                last = self.run_dir / "last.pt"
+                self.stop(f"before epoch {epoch + 1}/{self.epochs}" + (f" step {position.step}" if position else ""),
+                          last if last.exists() else None)
+            ck_path = self.epoch(epoch, position)
+            faults.exit_after_epoch(epoch + 1)
+            if self.env.world > 1:
+                dist.barrier()
+            if epoch + 1 < self.epochs and self.stop_flags(timer=False)[0]:
+                self.stop(f"after epoch {epoch + 1}/{self.epochs}; checkpoint written", ck_path)
+
+    def epoch(self, epoch: int, position: Optional[EpochPosition]) -> Path:
+        """Train one epoch (or its rest), evaluate when due, record the row, checkpoint."""
+        cfg, env = self.cfg, self.env
+        self.data.train_sampler.set_epoch(epoch, skip=position.step * cfg.scale.batch_size if position else 0)
+        tr, self.num_updates = train_one_epoch(
+            self.train_model, self.data.train, self.optimizer, self.schedule, self.criterion, self.mixup, env,
+            self.accum, self.num_updates, epoch, self.epochs, cfg.scale.max_steps_per_epoch, cfg.recipe.grad_clip,
+            self.ema, cfg.step, position=position, after_update=self.after_update(epoch))
+        ev = self.evaluate() if epoch + 1 == self.epochs or (epoch + 1) % cfg.scale.eval_every == 0 else {}
         row = {"epoch": epoch + 1, **{k: round(v, 6) if isinstance(v, float) else v for k, v in {**tr, **ev}.items()}}
-        history.append(row)
-        ck_path = checkpoint(epoch + 1, None, num_updates)
+        self.history.append(row)
+        ck_path = self.checkpoint(epoch + 1, None, self.num_updates)
         if env.main:
-            write_csv(run_dir / "history.csv", history, _history_fields(history))
+            write_csv(self.run_dir / "history.csv", self.history, _history_fields(self.history))
             ema_s = f"  EMA top-1 {ev['ema_top1']:.2f}" if "ema_top1" in ev else ""
-            log.info("%s epoch %d/%d  loss %.4f  top-1 %s%s  lr %.2e  %.0f img/s  %.1f s", cfg.step, epoch + 1, epochs,
-                     tr["train_loss"], f"{ev['top1']:.2f}" if "top1" in ev else "-", ema_s, tr["lr"],
+            log.info("%s epoch %d/%d  loss %.4f  top-1 %s%s  lr %.2e  %.0f img/s  %.1f s", cfg.step, epoch + 1,
+                     self.epochs, tr["train_loss"], f"{ev['top1']:.2f}" if "top1" in ev else "-", ema_s, tr["lr"],
                      tr["train_img_s"], tr["train_seconds"])
-            tracker.log({**row, "step_index": info["index"]}, step=epoch + 1)
-        if fault("exit_after_epoch", str(epoch + 1)):
-            os._exit(17)  # simulate a killed process (tests of resume)
-        if env.world > 1:
-            dist.barrier()
-        if epoch + 1 < epochs and stop_flags(timer=False)[0]:
-            stop(f"after epoch {epoch + 1}/{epochs}; checkpoint written", ck_path)
+            self.tracker.log({**row, "step_index": self.info["index"]}, step=epoch + 1)
+        return ck_path
 
-    metrics = _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batch, accum, lr, epochs)
-    if env.main:
-        write_json(run_dir / "metrics.json", metrics)
-        remove_previous(run_dir)
-        tracker.summary(metrics)  # the keys of tracking.KEYS.summary, and the paper's figures
-        log.info("%s finished: top-1 %.2f (best %.2f at epoch %d)  top-5 %.2f  in %.0f s -> %s", cfg.step,
-                 metrics["top1"], metrics["top1_best"], metrics["best_epoch"], metrics["top5"],
-                 metrics["wall_seconds"], run_dir / "metrics.json")
-    return metrics
+    def evaluate(self) -> Dict[str, float]:
+        ev = evaluate(self.model, self.data.val, self.env)
+        if self.ema is not None:  # the EMA weights, evaluated like the raw ones (official ConvNeXt: --model_ema_eval)
+            ev.update({f"ema_{k}": v for k, v in evaluate(self.ema.module, self.data.val, self.env).items()
+                       if k in ("top1", "top5", "val_loss")})
+        return ev
+
+    # -- finish -----------------------------------------------------------------------------------
+    def finish(self) -> Dict[str, Any]:
+        cfg = self.cfg
+        metrics = _metrics(cfg, self.env, self.history, self.params, self.gflops_train, self.data, self.t_start,
+                           self.global_batch, self.accum, self.lr, self.epochs)
+        if self.env.main:
+            write_json(self.run_dir / "metrics.json", metrics)
+            remove_previous(self.run_dir)
+            self.tracker.summary(metrics)  # the keys of tracking.KEYS.summary, and the paper's figures
+            log.info("%s finished: top-1 %.2f (best %.2f at epoch %d)  top-5 %.2f  in %.0f s -> %s", cfg.step,
+                     metrics["top1"], metrics["top1_best"], metrics["best_epoch"], metrics["top5"],
+                     metrics["wall_seconds"], self.run_dir / "metrics.json")
+        return metrics
+
+
+def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str, Any]:
+    """Build, resume, train, finish (see `Run`)."""
+    r = Run(cfg, run_dir, env, tracker)
+    r.resume()
+    r.start()
+    r.train()
+    return r.finish()
 
 
 def _history_fields(history: List[Dict[str, Any]]) -> List[str]:

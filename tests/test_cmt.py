@@ -14,7 +14,8 @@ from roadmap.cmt import LMHSA, RelPosBias
 from roadmap.config import ConfigError
 from roadmap.measure import count_gflops, count_params
 from roadmap.report import delta_reference
-from roadmap.steps import compose_config, reference, step_info, step_names
+from roadmap.config import reference, step_names
+from roadmap.steps import compose_config, step_info
 from roadmap.train import run
 
 CMT = reference()["cmt"]

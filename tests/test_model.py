@@ -11,7 +11,8 @@ from roadmap.complexity import rows_for
 from roadmap.config import ConfigError, ModelConfig
 from roadmap.convert import from_timm, to_timm
 from roadmap.measure import count_gflops, count_params
-from roadmap.steps import BRANCHES, MAIN_PATH, reference, step_names
+from roadmap.config import reference, step_names
+from roadmap.steps import BRANCHES, MAIN_PATH
 
 REF = reference()["convnext"]["regimes"]
 CONVNEXT_STEPS = [s["name"] for s in reference()["convnext"]["steps"]]

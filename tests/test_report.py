@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 
 from roadmap import report
 from roadmap.files import read_csv, read_json, write_json
-from roadmap.steps import reference, step_info
+from roadmap.config import reference
+from roadmap.steps import step_info
 
 PAPER = reference()["convnext"]["regimes"]["resnet50"]["top1"]
 

@@ -8,16 +8,15 @@ from typing import Optional, Sequence
 
 import torch
 
+from ..config import step_names
+from ..steps import MAIN_PATH
+from . import suite
 from .levers import COMPILE_LEVERS, DEFAULT_LEVERS, LEVERS
 from .timing import MIN_REPEATS, NUM_CLASSES, Settings
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from ..steps import MAIN_PATH, step_names
-
-    from . import __doc__ as doc
-
-    p = argparse.ArgumentParser(prog="python -m roadmap.bench", description=doc.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m roadmap.bench", description=suite.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", nargs="+", default=None, metavar="STEP",
                    help=f"roadmap steps to measure (default: the main path, {len(MAIN_PATH)} steps)")
@@ -80,9 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  repeats=a.repeats, warmup=a.warmup, iters=a.iters, min_time=a.min_time, width_mult=a.width_mult,
                  num_classes=a.num_classes)
     cmd = ["python", "-m", "roadmap.bench", *(sys.argv[1:] if argv is None else argv)]
-    from . import bench
-
-    bench(a.steps, a.device, a.img_size, a.batch_size, a.mode, a.out, a.endpoints_only,
+    suite.bench(a.steps, a.device, a.img_size, a.batch_size, a.mode, a.out, a.endpoints_only,
           a.loader_batches if a.loader else 0, a.epoch_repeats if a.epoch_time else 0, a.epoch_max_steps,
           cmd, s, a.override, a.loader_steps or list(MAIN_PATH), levers=levers, processes=a.processes,
           process_lever=a.process_lever, process_seconds=a.process_seconds)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from ..steps import reference, step_info
+from ..config import reference
+from ..steps import step_info
 
 MAIN_ROADMAP = "convnext"
 DEFAULT_REGIME = "resnet50"
