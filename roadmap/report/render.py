@@ -4,8 +4,9 @@ the CLI."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from .. import ridealong
 from ..files import markdown_table
 from .paper import BIG_STEP_MIN, MAIN_ROADMAP
 from .stats import PAIRED_FORMULA, PI_FORMULA, PI_LEVEL, SE_FORMULA, STD_NOTE
@@ -136,6 +137,16 @@ def big_step_table(summary: Dict[str, Any]) -> List[str]:
             f"order). Beyond 2 SE: |Δ| > 2 SE; with one seed there is no SE.", ""]
 
 
+def path_configs(rows: List[Dict[str, Any]]) -> List[Tuple[str, Dict[str, Any]]]:
+    """(step, resolved config of its first finished run) along the path, side branches and variants left out."""
+    out = []
+    for r in rows:
+        config = next((run["config"] for run in r["runs"] if run.get("status") == "finished" and run.get("config")), None)
+        if config and not r["branch"] and not r["variant"]:
+            out.append((r["step"], config))
+    return out
+
+
 def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[str, Any],
                     command: str = "", figures: Optional[List[str]] = None) -> str:
     img = join(meta["img_size"])
@@ -187,6 +198,8 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
                    "paper GFLOPs", f"GFLOPs@{img}", "params", "params@224", "train img/s", "wall/run", "status"]
     lines.append(markdown_table(_md_rows(rows, meta["ablation_mode"]), fields, headers,
                                 align="l" * 2 + "r" * (len(fields) - 3) + "l"))
+    if not meta["ablation_mode"]:
+        lines += [""] + ridealong.report_lines(path_configs(rows))
     for stem in figures if figures is not None else list(FIGURES):
         lines += [f"![{stem}]({stem}.png)", "", f"*{stem}.png* (and .svg): {FIGURES.get(stem, stem)}.", ""]
     which = "last-epoch" if metric == "last" else "best-evaluated-epoch"
