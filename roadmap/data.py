@@ -31,15 +31,17 @@ import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from .config import ConfigError
+from .device_data import build_device_data
 from .files import atomic_write_text
+from .loading import Data, EpochSampler, cache_size_for
 from .rundir import ignore_stop_signals_in_worker
 
 log = logging.getLogger(__name__)
@@ -353,12 +355,6 @@ def _decode_resized(args: Tuple[str, int, str]) -> Optional[np.ndarray]:
         return None
 
 
-def cache_size_for(img_size: int, crop_pct: float) -> int:
-    """The side the cache stores: timm's eval resize (img_size / crop_pct), so eval is a centre
-    crop of it and training crops have the same margin."""
-    return int(math.floor(img_size / crop_pct))
-
-
 @dataclass
 class CacheInfo:
     path: Path
@@ -448,7 +444,7 @@ def default_cache_dir(data: Any) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Augmentation (timm) with per-sample seeding, and the epoch-aware sampler
+# Augmentation (timm) with per-sample seeding (the epoch-aware sampler: roadmap.loading)
 # ---------------------------------------------------------------------------------------------
 def build_transforms(recipe: Any, img_size: int, eval_size: int) -> Tuple[Callable, Callable]:
     from timm.data import create_transform
@@ -489,53 +485,9 @@ class Augmented(Dataset):
         return out
 
 
-class EpochSampler(Sampler):
-    """Yields (index, epoch): shuffled by (seed, epoch), sharded across ranks (padded to equal length)."""
-
-    def __init__(self, n: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1, pad: bool = True):
-        self.n, self.seed, self.shuffle, self.rank, self.world, self.pad = n, seed, shuffle, rank, world, pad
-        self.epoch, self.skip = 0, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Next iteration: epoch `epoch`'s order without its first `skip` samples (this rank's), so a
-        run resumed inside an epoch sees exactly the batches an uninterrupted run would."""
-        self.epoch, self.skip = epoch, skip
-
-    def _indices(self) -> List[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            idx = torch.randperm(self.n, generator=g).tolist()
-        else:
-            idx = list(range(self.n))
-        if self.pad and self.world > 1:
-            total = math.ceil(self.n / self.world) * self.world
-            idx = idx + idx[: total - self.n]
-        return idx[self.rank::self.world][self.skip:]
-
-    def __len__(self) -> int:
-        return len(self._indices())
-
-    def __iter__(self) -> Iterator[Tuple[int, int]]:
-        return iter([(i, self.epoch) for i in self._indices()])
-
-
 # ---------------------------------------------------------------------------------------------
 # Everything the train loop needs
 # ---------------------------------------------------------------------------------------------
-@dataclass
-class Data:
-    train: DataLoader
-    val: DataLoader
-    train_sampler: EpochSampler
-    num_classes: int
-    classes: List[str]
-    info: Dict[str, Any]
-
-    @property
-    def skipped_files(self) -> int:
-        return int(self.train.dataset.base.skipped_files + self.val.dataset.base.skipped_files)
-
-
 def base_datasets(cfg: Any, log_fn: Callable[[str], None] = log.info) -> Tuple[Any, Any, Dict[str, Any]]:
     data, scale, recipe = cfg.data, cfg.scale, cfg.recipe
     info: Dict[str, Any] = {"dataset": data.name}
@@ -598,14 +550,21 @@ def discover_num_classes(cfg: Any) -> None:
 
 
 def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], None] = log.info) -> Data:
-    if cfg.scale.loader == "device":  # uint8 images and the augmentations on the training device
-        from .device_data import build_device_data
-        return build_device_data(cfg, rank, world, log_fn)
+    """The train loop's data: the base datasets, then the CPU loaders (timm's transforms in worker
+    processes) or, with scale.loader=device, the on-device ones (roadmap.device_data)."""
     train_base, val_base, info = base_datasets(cfg, log_fn)
     classes = list(train_base.classes)
     if cfg.data.name not in ("synthetic", "imagefolder") and len(classes) != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {len(classes)} classes; "
                           f"set data.num_classes={len(classes)}")
+    if cfg.scale.loader == "device":  # uint8 images and the augmentations on the training device
+        return build_device_data(cfg, train_base, val_base, info, rank, world)
+    return cpu_data(cfg, train_base, val_base, info, rank, world)
+
+
+def cpu_data(cfg: Any, train_base: Any, val_base: Any, info: Dict[str, Any], rank: int = 0, world: int = 1) -> Data:
+    """DataLoaders applying timm's transforms (roadmap.data.Augmented) in `scale.workers` processes."""
+    classes = list(train_base.classes)
     img, eval_img = cfg.scale.img_size, cfg.scale.eval_img_size or cfg.scale.img_size
     t_train, t_val = build_transforms(cfg.recipe, img, eval_img)
     train_ds = Augmented(train_base, t_train, cfg.seed)

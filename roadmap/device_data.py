@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ConfigError
-from .data import Data, EpochSampler, base_datasets
+from .loading import Data, EpochSampler, cache_size_for
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -535,14 +535,10 @@ class DeviceData(Data):
         return int(getattr(self.train.base, "skipped_files", 0) + getattr(self.val.base, "skipped_files", 0))
 
 
-def build_device_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], None] = print,
+def build_device_data(cfg: Any, train_base: Any, val_base: Any, info: Dict[str, Any], rank: int = 0, world: int = 1,
                       device: Optional[torch.device] = None) -> Data:
-    """roadmap.data.build_data's result with the on-device loaders."""
-    train_base, val_base, info = base_datasets(cfg, log_fn)
+    """roadmap.data.build_data's result with the on-device loaders, from its base datasets."""
     classes = list(train_base.classes)
-    if cfg.data.name not in ("synthetic", "imagefolder") and len(classes) != cfg.model.num_classes:
-        raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {len(classes)} classes; "
-                          f"set data.num_classes={len(classes)}")
     device = device or loader_device(cfg.scale)
     img, eval_img = cfg.scale.img_size, cfg.scale.eval_img_size or cfg.scale.img_size
     loaders = []
@@ -572,8 +568,7 @@ def bench_loader(recipe: str = "modern", device: str = "cpu", batch: int = 128, 
     """img/s of the device loader's train transform on random uint8 images at the proxy's cache size."""
     from omegaconf import OmegaConf
 
-    from .data import cache_size_for
-    from .steps import compose_config
+    from .steps import compose_config  # Hydra's compose: only the bench needs it
 
     if threads:
         torch.set_num_threads(threads)
