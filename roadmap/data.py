@@ -11,6 +11,11 @@ of loader workers, and a resumed run sees exactly the images an uninterrupted ru
 Corrupt images are skipped with a warning and counted (`skipped_files` in metrics.json): the cache
 finds them when it decodes everything once; the JPEG loader finds them when it first reads them.
 
+The prepared cache is checked before it is memory-mapped (file sizes and .npy headers against its
+metadata, digests of sampled blocks): a damaged one (cut short, swapped, zero-filled) is rebuilt
+from the images with one warning naming the file, by one process while the others wait for it. A
+cache that could not be written completely (full disk: files.DiskFull) leaves nothing behind.
+
 ImageNet-1k (`data=imagenet`) is read in the layouts people keep: ImageFolder train/ and val/; a
 flat val/ with the devkit's ILSVRC2012_validation_ground_truth.txt and its meta.mat (the devkit's
 own class ids, mapped to WordNet ids); a flat val/ with Kaggle's LOC_val_solution.csv (also the
@@ -19,6 +24,9 @@ torchvision's and timm's ImageNet weights expect.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
 import hashlib
 import json
 import logging
@@ -26,12 +34,15 @@ import math
 import multiprocessing as mp
 import os
 import random
+import shlex
 import shutil
 import signal
+import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -40,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import ConfigError
 from .device_data import build_device_data
-from .files import atomic_write_text
+from .files import atomic_write_text, injected_write_fault, reporting_full_disk, space_error
 from .loading import Data, EpochSampler, cache_size_for
 from .rundir import ignore_stop_signals_in_worker
 
@@ -363,76 +374,281 @@ class CacheInfo:
     skipped: List[str]
 
 
+@dataclass(frozen=True)
+class CacheFiles:
+    """One prepared cache's files in `folder`: <key>.npy (uint8 N x size x size x 3, memory-mapped),
+    <key>.labels.npy (int16 N) and <key>.json (what it holds, and a digest of both, written last)."""
+    folder: Path
+    stem: str  # dataset-split-<size>px[-interpolation][-n<subset>]: caches of one stem replace each other
+    key: str   # stem-v<version>-<source fingerprint>
+
+    @property
+    def meta(self) -> Path:
+        return self.folder / f"{self.key}.json"
+
+    @property
+    def images(self) -> Path:
+        return self.folder / f"{self.key}.npy"
+
+    @property
+    def labels(self) -> Path:
+        return self.folder / f"{self.key}.labels.npy"
+
+    def tmp(self, suffix: str) -> Path:
+        return self.folder / f".{self.key}.{os.getpid()}{suffix}"
+
+    def rm(self) -> str:
+        return "rm " + " ".join(shlex.quote(str(p)) for p in (self.images, self.labels, self.meta))
+
+
+SAMPLE_BLOCKS, SAMPLE_BYTES = 16, 1 << 16  # the digest reads 16 blocks of 64 KiB spread over a file
+_NPY_HEADER = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _sampled_digest(path: Path, nbytes: int) -> str:
+    """sha256 of SAMPLE_BLOCKS blocks spread evenly over the file (all of a file up to 1 MiB): a
+    cheap check that catches a zero-filled or swapped file of the right size, not every bit flip."""
+    h = hashlib.sha256()
+    k = min(SAMPLE_BLOCKS, max(1, -(-nbytes // SAMPLE_BYTES)))
+    with open(path, "rb") as f:
+        for offset in np.linspace(0, max(0, nbytes - SAMPLE_BYTES), k).astype(np.int64):
+            f.seek(int(offset))
+            h.update(f.read(SAMPLE_BYTES))
+    return h.hexdigest()
+
+
+def _digest_record(path: Path) -> Dict[str, Any]:
+    nbytes = path.stat().st_size
+    return {"bytes": nbytes, "sampled_sha256": _sampled_digest(path, nbytes)}
+
+
+def _check_npy(path: Path, shape: Tuple[int, ...], dtype: Any, record: Optional[Dict[str, Any]]) -> Optional[str]:
+    """Why the .npy file does not hold `shape` x `dtype` as recorded (None: it does)."""
+    try:
+        nbytes = path.stat().st_size
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version not in _NPY_HEADER:
+                return f"its .npy format version {version} is not one numpy writes here"
+            got_shape, fortran, got_dtype = _NPY_HEADER[version](f)
+            offset = f.tell()
+    except FileNotFoundError:
+        return "it is missing"
+    except (OSError, ValueError, SyntaxError) as e:
+        return f"its .npy header is unreadable ({str(e).splitlines()[0][:80] if str(e) else type(e).__name__})"
+    if tuple(got_shape) != tuple(shape) or got_dtype != np.dtype(dtype) or fortran:
+        return f"it holds {got_dtype} {tuple(got_shape)}, the cache's metadata says {np.dtype(dtype)} {tuple(shape)}"
+    expected = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes != expected:
+        return f"it has {nbytes:,} bytes, its header and the cache's metadata say {expected:,}"
+    if record and (record.get("bytes") != nbytes or record.get("sampled_sha256") != _sampled_digest(path, nbytes)):
+        return "its content differs from the digest recorded when the cache was built"
+    return None
+
+
+def check_cache(files: CacheFiles) -> Optional[Tuple[Path, str]]:
+    """(damaged file, why) when the cache is absent or cannot be used as it is, else None. Cheap:
+    the .npy headers and sizes against the metadata, and the sampled digests recorded beside them."""
+    try:
+        meta = json.loads(files.meta.read_text())
+        count, size = int(meta["count"]), int(meta["size"])
+    except FileNotFoundError:
+        return files.meta, "it is missing"
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return files.meta, f"it is unreadable ({type(e).__name__})"
+    digests = meta.get("integrity") or {}
+    for path, shape, dtype in ((files.images, (count, size, size, 3), np.uint8), (files.labels, (count,), np.int16)):
+        reason = _check_npy(path, shape, dtype, digests.get(path.name))
+        if reason:
+            return path, reason
+    return None
+
+
+@contextmanager
+def _cache_lock(files: CacheFiles) -> Iterator[bool]:
+    """An exclusive flock on .<stem>.lock in the cache folder while a cache is built: several ranks
+    or side-by-side runs wait for the one that builds it, then find it built. Yields whether the
+    lock is held (False on a file system without flock: each process then builds its own temp
+    files and renames them into place, as before)."""
+    fd = os.open(files.folder / f".{files.stem}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        held = True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process building the prepared cache %s ...", files.images)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+            held = False
+        yield held
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def _decode_into(images: np.ndarray, samples: List[Tuple[str, int]], split_dir: Path, size: int,
+                 interpolation: str, workers: int) -> Tuple[np.ndarray, List[str]]:
+    """Decode + resize every sample into `images` (readable ones first); (their labels, skipped files)."""
+    labels = np.empty(len(samples), dtype=np.int16)
+    skipped: List[str] = []
+    n = 0
+    ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+    pool = ctx.Pool(max(1, workers), initializer=_pool_worker_init)
+    try:
+        for (path, y), img in zip(samples, pool.imap(_decode_resized, [(p, size, interpolation) for p, _ in samples], chunksize=64)):
+            if img is None:
+                skipped.append(os.path.relpath(path, split_dir))
+                warnings.warn(f"skipping unreadable image {path}")
+                continue
+            images[n], labels[n] = img, y
+            n += 1
+        pool.close()  # workers exit on their own: no SIGTERM needed
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return labels[:n], skipped
+
+
+def _reserve(path: Path) -> None:
+    """Allocate the whole file now, so a full disk fails here with ENOSPC and not later as a
+    SIGBUS when a page of the memory map is written (file systems without fallocate: no-op)."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if space_error(e):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _write_temp_cache(files: CacheFiles, samples: List[Tuple[str, int]], split_dir: Path, size: int,
+                      interpolation: str, workers: int) -> List[str]:
+    """The images and labels in this process's temp files (files.tmp); returns the skipped files."""
+    tmp_img = files.tmp(".npy")
+    arr = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
+    try:
+        _reserve(tmp_img)
+        injected_write_fault(files.images)
+        labels, skipped = _decode_into(arr, samples, split_dir, size, interpolation, workers)
+        arr.flush()
+    finally:
+        del arr  # unmapped: a removed temp file frees its space at once
+    if len(labels) < len(samples):  # shrink to the readable images
+        full = np.load(tmp_img, mmap_mode="r")
+        try:
+            np.save(files.tmp(".shrunk.npy"), full[:len(labels)])
+        finally:
+            del full
+        os.replace(files.tmp(".shrunk.npy"), tmp_img)
+    np.save(files.tmp(".labels.npy"), labels)
+    return skipped
+
+
+def _publish(files: CacheFiles, meta: Dict[str, Any]) -> None:
+    """Rename the temp files into place and write the metadata (with their digests) last: a cache
+    is used only when its metadata is there, and that is written only once the rest is complete."""
+    tmp_img, tmp_lab = files.tmp(".npy"), files.tmp(".labels.npy")
+    meta["integrity"] = {files.images.name: _digest_record(tmp_img), files.labels.name: _digest_record(tmp_lab)}
+    files.meta.unlink(missing_ok=True)  # a damaged cache's metadata never describes the new files half-renamed
+    for old in files.folder.glob(f"{glob.escape(files.stem)}-v*.json"):  # an older cache of another source or version
+        for f in (old, old.with_suffix(".npy"), old.with_suffix(".labels.npy")):
+            f.unlink(missing_ok=True)
+    os.replace(tmp_img, files.images)
+    os.replace(tmp_lab, files.labels)
+    try:
+        atomic_write_text(files.meta, json.dumps(meta, indent=1))
+    except BaseException:  # without its metadata the cache is never used: do not leave its data behind either
+        files.images.unlink(missing_ok=True)
+        files.labels.unlink(missing_ok=True)
+        raise
+
+
+def _build_cache(files: CacheFiles, meta: Dict[str, Any], samples: List[Tuple[str, int]], split_dir: Path,
+                 size: int, interpolation: str, workers: int, damage: Optional[Tuple[Path, str]]) -> None:
+    """Build the cache (or replace a damaged one: `damage` says which file and why) from the images."""
+    before = _read_meta(files.meta) if damage else None
+    if damage:
+        log.warning("prepared cache file %s is damaged (%s); rebuilding the cache from %s", damage[0], damage[1],
+                    split_dir)
+    else:
+        log.info("building the prepared cache %s (%d images) ...", files.key, len(samples))
+    try:
+        skipped = _write_temp_cache(files, samples, split_dir, size, interpolation, workers)
+        readable_before = set(skipped if before is None else before.get("skipped", skipped))
+        lost = [f for f in skipped if f not in readable_before]
+        if damage and lost:  # fewer images than before would silently change the data set
+            raise DataError(f"prepared cache {damage[0]} is damaged ({damage[1]}) and cannot be rebuilt: {len(lost)} "
+                            f"of its images are unreadable now (e.g. {split_dir / lost[0]}); restore them, or remove "
+                            f"the cache to build one from the readable images: {files.rm()}")
+        _publish(files, {**meta, "count": len(samples) - len(skipped), "skipped": skipped})
+    finally:  # an incomplete cache leaves nothing behind (renamed temp files are gone already)
+        for t in (files.tmp(".npy"), files.tmp(".labels.npy"), files.tmp(".shrunk.npy")):
+            t.unlink(missing_ok=True)
+
+
+def _read_meta(path: Path) -> Optional[Dict[str, Any]]:
+    try:
+        meta = json.loads(path.read_text())
+        return meta if isinstance(meta, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _remove_stale_temp_files(files: CacheFiles) -> None:
+    """Temp files of this cache left by a build that was killed: with the lock held, nobody else
+    is writing any (on this host, or on any host of a file system whose flock is shared)."""
+    for p in files.folder.iterdir():
+        if p.name.startswith(f".{files.key}."):
+            p.unlink(missing_ok=True)
+
+
+CACHE_FULL_HINT = ("nothing of it was left in the cache folder; free space there, or set data.cache_dir (or "
+                   "$ROADMAP_CACHE) to a folder with room, and rerun")
+
+
 def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: Path,
                   max_samples: Optional[int] = None, workers: int = 2, interpolation: str = "bicubic",
                   listing: Optional[Tuple[List[str], List[Tuple[str, int]]]] = None) -> Tuple[ArrayImages, CacheInfo]:
     """Load the cache for (dataset, split, size, interpolation, subset, source fingerprint); build it if absent.
 
-    Files: <key>.npy (uint8 N x size x size x 3, memory-mapped), <key>.labels.npy, <key>.json.
-    A cache whose source changed has another key; older caches of the same dataset/split/size are
-    removed when a new one is built. `listing` (classes, samples) replaces the ImageFolder scan.
+    Files: see CacheFiles. A cache whose source changed has another key; older caches of the same
+    dataset/split/size are removed when a new one is built. `listing` (classes, samples) replaces
+    the ImageFolder scan. Before it is memory-mapped a cache is checked (check_cache); a damaged
+    one is rebuilt, with a warning naming the file. One process builds while the others wait
+    (_cache_lock). A full disk raises files.DiskFull and leaves no part of the cache behind.
     """
-    import time
-
     t0 = time.perf_counter()
     classes, samples = listing or scan_folder(split_dir)
-    keep = balanced_subset([y for _, y in samples], max_samples)
-    samples = [samples[i] for i in keep]
+    samples = [samples[i] for i in balanced_subset([y for _, y in samples], max_samples)]
     fp = fingerprint(samples, split_dir)
     stem = (f"{name}-{split}-{size}px" + (f"-{interpolation}" if interpolation != "bicubic" else "")
             + (f"-n{len(samples)}" if max_samples else ""))
-    key = f"{stem}-v{CACHE_VERSION}-{fp}"
+    files = CacheFiles(cache_dir, stem, f"{stem}-v{CACHE_VERSION}-{fp}")
     cache_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = cache_dir / f"{key}.json"
     built = False
-    if not meta_path.exists():
-        built = True
-        log.info("building the prepared cache %s (%d images) ...", key, len(samples))
-        tmp_img = cache_dir / f".{key}.{os.getpid()}.npy"
-        tmp_lab = cache_dir / f".{key}.{os.getpid()}.labels.npy"
-        arr = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
-        labels = np.empty(len(samples), dtype=np.int16)
-        skipped: List[str] = []
-        n = 0
-        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
-        pool = ctx.Pool(max(1, workers), initializer=_pool_worker_init)
-        try:
-            for (path, y), img in zip(samples, pool.imap(_decode_resized, [(p, size, interpolation) for p, _ in samples], chunksize=64)):
-                if img is None:
-                    skipped.append(os.path.relpath(path, split_dir))
-                    warnings.warn(f"skipping unreadable image {path}")
-                    continue
-                arr[n], labels[n] = img, y
-                n += 1
-            pool.close()  # workers exit on their own: no SIGTERM needed
-        except BaseException:
-            pool.terminate()
-            raise
-        finally:
-            pool.join()
-        arr.flush()
-        del arr
-        if n < len(samples):  # shrink to the readable images
-            full = np.load(tmp_img, mmap_mode="r")
-            np.save(tmp_img.with_suffix(".tmp.npy"), full[:n])
-            del full
-            os.replace(tmp_img.with_suffix(".tmp.npy"), tmp_img)
-        np.save(tmp_lab, labels[:n])
-        for old in cache_dir.glob(f"{stem}-v*.json"):  # an older cache of another source or version
-            if old == meta_path:  # the same cache, built meanwhile by a concurrent run: replaced atomically
-                continue
-            for f in (old, old.with_suffix(".npy"), old.with_suffix(".labels.npy")):
-                f.unlink(missing_ok=True)
-        os.replace(tmp_img, cache_dir / f"{key}.npy")
-        os.replace(tmp_lab, cache_dir / f"{key}.labels.npy")
-        atomic_write_text(meta_path, json.dumps({
-            "dataset": name, "split": split, "size": size, "count": n, "classes": classes,
-            "source": str(split_dir), "fingerprint": fp, "skipped": skipped, "version": CACHE_VERSION}, indent=1))
-    meta = json.loads(meta_path.read_text())
-    images = np.load(cache_dir / f"{key}.npy", mmap_mode="r")
-    labels = np.load(cache_dir / f"{key}.labels.npy")
+    if check_cache(files) is not None:
+        needed = len(samples) * (size * size * 3 + 2) + 256
+        with reporting_full_disk(files.images, needed, CACHE_FULL_HINT), _cache_lock(files) as held:
+            damage = check_cache(files)  # built by another process while this one waited?
+            if damage is not None:
+                if held:
+                    _remove_stale_temp_files(files)
+                meta = {"dataset": name, "split": split, "size": size, "classes": classes, "source": str(split_dir),
+                        "fingerprint": fp, "version": CACHE_VERSION}
+                _build_cache(files, meta, samples, split_dir, size, interpolation, workers,
+                             damage if files.meta.exists() else None)
+                built = True
+    meta = json.loads(files.meta.read_text())
+    images = np.load(files.images, mmap_mode="r")
+    labels = np.load(files.labels)
     ds = ArrayImages(images, labels, meta["classes"], skipped=len(meta["skipped"]))
-    return ds, CacheInfo(meta_path.with_suffix(".npy"), built, time.perf_counter() - t0, meta["skipped"])
+    return ds, CacheInfo(files.images, built, time.perf_counter() - t0, meta["skipped"])
 
 
 def default_cache_dir(data: Any) -> Path:

@@ -8,7 +8,8 @@
 Files (only rank 0 writes them):
   run.lock   host, pid, start time of the process that holds the run (JSON); an flock is held on it
              for the process's lifetime, so a crashed holder never blocks the next one on this host
-  last.pt    the newest checkpoint; prev.pt the one before it, kept until last.pt is complete
+  last.pt    the newest checkpoint; prev.pt the one before it, kept until last.pt is complete; a
+             full disk while writing it raises files.DiskFull (one line) and leaves both as they were
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .config import ConfigError
+from .files import RERUN, injected_write_fault, reporting_full_disk
 
 log = logging.getLogger("roadmap")
 
@@ -203,19 +205,54 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _ByteCounter:
+    """A file-like sink that only counts: how big a checkpoint is, without writing it anywhere."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, b: Any) -> int:
+        k = memoryview(b).nbytes
+        self.n += k
+        return k
+
+    def flush(self) -> None:
+        pass
+
+
+def checkpoint_bytes(state: Dict[str, Any]) -> int:
+    counter = _ByteCounter()
+    torch.save(state, counter)
+    return counter.n
+
+
 def save_checkpoint(run_dir: Path, state: Dict[str, Any]) -> Path:
     """Write `state` as last.pt; the previous last.pt becomes prev.pt only once the new one is
-    complete on disk, so at every moment one complete checkpoint exists."""
+    complete on disk, so at every moment one complete checkpoint exists. A full disk (or quota)
+    raises DiskFull naming last.pt, the size it needed and the space free; the partial file is
+    removed and the previous checkpoint is left as it was, to resume from once there is room."""
     run_dir = Path(run_dir)
     last, prev, tmp = run_dir / LAST, run_dir / PREV, run_dir / f".{LAST}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    hint = (f"the previous checkpoint {last} is intact: {RERUN} to resume from it" if last.exists() else RERUN)
+    partial = [0]
+
+    def needed() -> int:
+        try:
+            return checkpoint_bytes(state)
+        except Exception:  # at least what was written before the disk filled up
+            return partial[0]
+
+    with reporting_full_disk(last, needed, hint):
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(state, f)
+                injected_write_fault(last)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            partial[0] = tmp.stat().st_size if tmp.exists() else 0
+            tmp.unlink(missing_ok=True)
+            raise
     if last.exists():
         os.replace(last, prev)
     os.replace(tmp, last)
