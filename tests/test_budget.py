@@ -1,0 +1,66 @@
+"""The budget study's analysis (roadmap.report.budget): contrasts paired by seed, the changes between
+presets with the pre-registered verdicts, the figure, the table -- on copies of the committed proxy64
+runs, one copy with a known shift."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from roadmap.report import budget
+
+REPO = Path(__file__).resolve().parent.parent
+PROXY64 = REPO / "results" / "imagenette-proxy64" / "runs"
+
+
+def _copy(dst: Path, seeds, shift=None):
+    for step in budget.SIX:
+        for k in seeds:
+            d = dst / step / f"seed{k}"
+            shutil.copytree(PROXY64 / step / f"seed{k}", d)
+            if shift and step in shift:
+                m = json.loads((d / "metrics.json").read_text())
+                for key in ("top1", "top1_last"):
+                    if key in m:
+                        m[key] += shift[step]
+                (d / "metrics.json").write_text(json.dumps(m))
+
+
+def _paired(results, preset, a, b):
+    ta = [json.loads((results / f"imagenette-{preset}" / "runs" / a / s / "metrics.json").read_text())["top1"]
+          for s in sorted(p.name for p in (results / f"imagenette-{preset}" / "runs" / a).iterdir())]
+    tb = [json.loads((results / f"imagenette-{preset}" / "runs" / b / s / "metrics.json").read_text())["top1"]
+          for s in sorted(p.name for p in (results / f"imagenette-{preset}" / "runs" / b).iterdir())]
+    d = np.array(tb) - np.array(ta)
+    return d.mean(), d.std(ddof=1) / math.sqrt(len(d))
+
+
+def test_budget_contrasts_changes_and_verdicts(tmp_path):
+    results = tmp_path / "results"
+    _copy(results / "imagenette-proxy64" / "runs", (0, 1, 2))
+    _copy(results / "imagenette-proxy64_e20" / "runs", (0, 1), shift={"separate_downsampling": 20.0})
+    out = budget.build(results)
+    result = json.loads((out / "budget.json").read_text())
+    d5, se5 = _paired(results, "proxy64", "modern_recipe", "separate_downsampling")
+    d20, se20 = _paired(results, "proxy64_e20", "modern_recipe", "separate_downsampling")
+    assert abs(result["contrasts"]["proxy64"]["arch"]["delta"] - d5) < 1e-9
+    assert abs(d5 - (-13.67)) < 0.01 and abs(se5 - 0.77) < 0.01  # the committed study's figure
+    h1 = result["hypotheses"]["H1"]
+    assert abs(h1["D"] - (d20 - d5)) < 1e-9 and abs(h1["se"] - math.hypot(se5, se20)) < 1e-9
+    assert h1["verdict"].startswith("supported") and "provisional" in h1["verdict"]
+    assert result["hypotheses"]["H2"]["verdict"].startswith(("refuted", "undecided"))  # LN pair not shifted
+    assert result["hypotheses"]["H7"]["verdict"] == "not run"
+    assert (out / "budget.png").stat().st_size > 10_000 and (out / "budget.svg").is_file()
+    md = (out / "verdicts.md").read_text()
+    assert "| `proxy64_e20` |" in md and "not run" in md and "(2)" in md
+
+
+def test_verdict_rule():
+    assert budget.verdict(3.0, 1.0, 1, 3) == "supported"
+    assert budget.verdict(-3.0, 1.0, 1, 3) == "refuted (moves the other way)"
+    assert budget.verdict(0.3, 0.4, 1, 3) == "refuted (no change)"
+    assert budget.verdict(1.5, 1.0, 1, 3) == "undecided at this budget"
+    assert budget.verdict(3.0, 1.0, 1, 2).endswith("provisional (2 seeds)")
