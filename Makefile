@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 JOB    ?= step=modern_recipe scale=quick   # make run's default job (ARGS, when given, replace it)
-SCALE  ?= smoke
+SCALE  ?= tour
 SEEDS  ?= 0
 TEST_PROCS ?= auto   # pytest-xdist workers (auto: one per core; 0 runs the suite in this process)
 
@@ -36,8 +36,8 @@ test-all: $(STAMP)
 complexity: $(STAMP)     ## results/complexity.md/.csv (both regimes) and results/complexity-cmt.md
 	$(BIN)/python -m roadmap.complexity $(ARGS)
 
-sweep: $(STAMP)          ## the main path at $(SCALE) (smoke: a few minutes on 2 cores) + report in results/
-	$(BIN)/python -m roadmap -m experiment=roadmap_path scale=$(SCALE) seed=$(SEEDS) $(ARGS)
+sweep: $(STAMP)          ## your own trajectory: the main path at $(SCALE) (tour: ~20 min on 2 cores, 2 runs side by side) + report in results/
+	$(BIN)/python -m roadmap -m experiment=roadmap_path scale=$(SCALE) seed=$(SEEDS) hydra/launcher=parallel $(ARGS)
 
 sweep-full: $(STAMP)     ## main path + kernel branches
 	$(BIN)/python -m roadmap -m experiment=roadmap_full scale=$(SCALE) seed=$(SEEDS) $(ARGS)

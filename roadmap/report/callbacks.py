@@ -58,7 +58,7 @@ class ReportCallback(Callback):
                                dashboard=self.dashboard,
                                command=f"python -m roadmap -m {overrides}".strip() + "  (report at the end of the sweep)")
             log.info("report: %s", out / "trajectory.md")
-            print(f"report: {out / 'trajectory.md'}", flush=True)
+            print(f"report: {out / 'trajectory.md'}\ntrajectory figure: {out / 'trajectory.png'}", flush=True)
         except Exception as e:  # a sweep never fails because of its report
             log.warning("report for the sweep failed (%s: %s); run `python -m roadmap.report <sweep dir>` by hand",
                         type(e).__name__, e)

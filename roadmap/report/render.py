@@ -137,6 +137,26 @@ def big_step_table(summary: Dict[str, Any]) -> List[str]:
             f"order). Beyond 2 SE: |Δ| > 2 SE; with one seed there is no SE.", ""]
 
 
+def paper_differences(meta: Dict[str, Any]) -> str:
+    """How the runs' setting differs from the paper's ImageNet-1K training (the report's header)."""
+    cfg = meta.get("config") or {}
+    out = []
+    if meta["dataset"] != "imagenet":
+        out.append(f"data {meta['dataset']}" + (f" ({meta['train_images']} train images)" if meta["train_images"] else ""))
+    if any(s != 224 for s in meta["img_size"]):
+        out.append(f"{join(meta['img_size'])} px instead of 224")
+    if any(w != 1 for w in meta["width_mult"]):
+        out.append(f"width × {join(meta['width_mult'])}")
+    if meta["epochs"] and not set(meta["epochs"]) <= {90, 300}:
+        out.append(f"{join(meta['epochs'])} epochs instead of the recipes' 90 (classic) / 300 (modern)")
+    scale = cfg.get("scale") or {}
+    if scale.get("augment") == "off":
+        out.append("the recipe's RandAugment, Mixup/CutMix and random erasing off")
+    if scale.get("regularization") == "budget":
+        out.append("the recipe's regularisation scaled to the budget (scale.regularization=budget)")
+    return "; ".join(out) or "none recorded"
+
+
 def path_configs(rows: List[Dict[str, Any]]) -> List[Tuple[str, Dict[str, Any]]]:
     """(step, resolved config of its first finished run) along the path, side branches and variants left out."""
     out = []
@@ -168,6 +188,7 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
         f"- **Dataset:** {data}",
         f"- **Scale:** `{meta['scale']}`: {img} px, width × {join(meta['width_mult'])}, "
         f"{join(meta['epochs'])} epoch{'s' if meta['epochs'] != [1] else ''}" + (f", global batch {join(meta['global_batch'])}" if meta["global_batch"] else ""),
+        f"- **Differs from the paper:** {paper_differences(meta)}",
         f"- **Regime:** `{meta['regime']}` (paper columns: {meta['paper_cite']}, ImageNet-1K at 224 px)",
         f"- **Metric:** `{metric}`: {meta['metric_note']}. The official ConvNeXt code reports the best epoch; "
         f"the report's option `--metric {'best' if metric == 'last' else 'last'}` gives the other.",
