@@ -48,7 +48,7 @@ ablation: $(STAMP)       ## leave-one-out: ConvNeXt-T with each change reverted 
 cmt-sweep: $(STAMP)      ## the ConvNeXt -> CMT hybrid roadmap (8 steps, ConvNeXt-T -> CMT-S) + report in results/
 	$(BIN)/python -m roadmap -m experiment=convnext_to_cmt scale=$(SCALE) seed=$(SEEDS) $(ARGS)
 
-proxy: $(STAMP)          ## the CPU proxy study (scale=proxy64; README "CPU proxy study"): main path, SEEDS=0,1,2, ~50 min per seed on 2 cores
+proxy: $(STAMP)          ## the CPU proxy study (scale=proxy64; docs/studies/proxy64.md): main path, SEEDS=0,1,2, ~50 min per seed on 2 cores
 	PY=$(BIN)/python bash experiments/cpu_proxy_study.sh path proxy64 $(SEEDS)
 
 report: $(STAMP)         ## make report SWEEP=outputs/sweeps/<sweep id>

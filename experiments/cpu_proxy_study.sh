@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The pre-registered CPU proxy study (README "CPU proxy study"), phase by phase; every phase resumes.
+# The pre-registered CPU proxy study (docs/studies/proxy64.md), phase by phase; every phase resumes.
 #   bash experiments/cpu_proxy_study.sh lr <scale> <recipe>     # the lr grid {1,2,4} on that recipe's ResNet-50 row
 #   bash experiments/cpu_proxy_study.sh path <scale> <seeds> [steps]  # the main path with the chosen lr
 #   bash experiments/cpu_proxy_study.sh cmt <scale> <seeds>           # the ConvNeXt -> CMT hybrid roadmap

@@ -1,4 +1,4 @@
-"""The proxy study's learning-rate rule (README "CPU proxy study"): for one recipe, the multiplier whose
+"""The proxy study's learning-rate rule (docs/studies/proxy64.md): for one recipe, the multiplier whose
 ResNet-50 row (classic: baseline, modern: modern_recipe) has the highest seed-0 top-1 at the last
 epoch; ties within 0.5 points go to the smaller multiplier. Reads the grid's metrics.json files.
 

@@ -168,7 +168,7 @@ class ScaleConfig:
     batch_size: int = ranged(64, 1)             # per process, per step
     global_batch: Optional[int] = None          # reached through gradient accumulation
     lr_scaling: str = choice("linear", "sqrt")  # lr = recipe.lr * (global_batch / lr_base_batch)[^0.5]
-    # recipe name -> lr multiplier: a proxy's learning rate, chosen once per recipe (README "CPU proxy study")
+    # recipe name -> lr multiplier: a proxy's learning rate, chosen once per recipe (docs/studies/proxy64.md)
     lr_mult: Dict[str, float] = field(default_factory=lambda: {"classic": 1.0, "modern": 1.0})
     max_steps_per_epoch: Optional[int] = None
     max_train_samples: Optional[int] = None     # class-balanced subset (smoke scale)
@@ -177,7 +177,7 @@ class ScaleConfig:
     threads: Optional[int] = ranged(None, 1)    # CPU threads of this run (None: OMP_NUM_THREADS, else all cores)
     loader: str = choice("cpu", "device")       # device: uint8 images + augmentation on the device (device_data.py)
     device: str = "auto"                        # auto | cpu | cuda
-    amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU (measured: README "Speed")
+    amp: str = choice("auto", "none", "bf16")   # auto: bf16 on CUDA, none on CPU (measured: docs/speed.md)
     channels_last: str = choice("auto", "on", "off")  # auto: on for CUDA; on CPU for NCHW-block models only
     compile: bool = False
     eval_every: int = ranged(1, 1)

@@ -341,7 +341,7 @@ class ModernizableResNet(nn.Module):
     @property
     def nhwc_blocks(self) -> bool:
         """Whether the blocks run channels-last inside (ConvNeXt's LayerNorm + Linear path): feeding such a
-        model a channels_last batch gains nothing on CPU (README "Speed"), unlike the NCHW conv + BN blocks."""
+        model a channels_last batch gains nothing on CPU (docs/speed.md), unlike the NCHW conv + BN blocks."""
         return any(getattr(m, "channels_last", False) for m in self.modules() if isinstance(m, Block))
 
     def get_classifier(self) -> nn.Module:

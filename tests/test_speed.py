@@ -1,4 +1,4 @@
-"""The CPU speed levers adopted as defaults (README "Speed"): bf16 autocast trains like fp32 within
+"""The CPU speed levers adopted as defaults (docs/speed.md): bf16 autocast trains like fp32 within
 seed noise, channels_last is chosen per model family, and a sweep runs side by side with the cores
 split between its runs (hydra/launcher=parallel), never oversubscribed."""
 import json
