@@ -42,7 +42,7 @@ def test_budget_contrasts_changes_and_verdicts(tmp_path):
     results = tmp_path / "results"
     _copy(results / "imagenette-proxy64" / "runs", (0, 1, 2))
     _copy(results / "imagenette-proxy64_e20" / "runs", (0, 1), shift={"separate_downsampling": 20.0})
-    out = budget.build(results)
+    out = budget.build(results, wandb_mode="offline")
     result = json.loads((out / "budget.json").read_text())
     d5, se5 = _paired(results, "proxy64", "modern_recipe", "separate_downsampling")
     d20, se20 = _paired(results, "proxy64_e20", "modern_recipe", "separate_downsampling")
@@ -56,6 +56,8 @@ def test_budget_contrasts_changes_and_verdicts(tmp_path):
     assert (out / "budget.png").stat().st_size > 10_000 and (out / "budget.svg").is_file()
     md = (out / "verdicts.md").read_text()
     assert "| `proxy64_e20` |" in md and "not run" in md and "(2)" in md
+    [run] = list((out / "wandb").glob("offline-run-*-report-proxy64-budgets"))  # the W&B report run, offline
+    assert list(run.glob("*.wandb")) and list(run.rglob("budget/figure*.png"))
 
 
 def test_verdict_rule():
