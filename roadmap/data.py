@@ -51,7 +51,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .config import ConfigError
 from .device_data import build_device_data
-from .files import atomic_write_text, injected_write_fault, reporting_full_disk, space_error
+from .faults import injected_write_fault
+from .files import atomic_write_text, reporting_full_disk, space_error
 from .loading import Data, EpochSampler, cache_size_for
 from .rundir import ignore_stop_signals_in_worker
 

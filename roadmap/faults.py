@@ -12,8 +12,11 @@ Nothing here acts unless the variable is set; production code calls these hooks 
 """
 from __future__ import annotations
 
+import errno
+import fnmatch
 import os
-from typing import Optional
+from pathlib import Path
+from typing import Dict, Optional, Union
 
 
 def fault_value(kind: str) -> Optional[str]:
@@ -44,3 +47,21 @@ def exit_after_epoch(epoch: int) -> None:
     """Simulate a killed process right after epoch `epoch` (1-based) was checkpointed (tests of resume)."""
     if fault("exit_after_epoch", str(epoch)):
         os._exit(17)
+
+
+_WRITES: Dict[str, int] = {}  # writes per $ROADMAP_FAULT=enospc spec in this process
+
+
+def injected_write_fault(path: Union[str, Path]) -> None:
+    """$ROADMAP_FAULT=enospc:<pattern>[@<n>]: the n-th and every later write in this process of a
+    file whose name matches the glob `pattern` (every one without @n) fails with ENOSPC. Writers
+    call this after writing part of the file, where a real full disk would stop them."""
+    spec = fault_value("enospc")
+    if not spec:
+        return
+    pattern, _, nth = spec.partition("@")
+    if not fnmatch.fnmatchcase(Path(path).name, pattern):
+        return
+    _WRITES[spec] = _WRITES.get(spec, 0) + 1
+    if _WRITES[spec] >= int(nth or 1):
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected: ROADMAP_FAULT=enospc:{spec})", str(path))

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Union
 
-from .faults import fault_value
+from .faults import injected_write_fault
 
 PathLike = Union[str, Path]
 _UMASK = os.umask(0o022)
@@ -98,24 +98,6 @@ def reporting_full_disk(path: PathLike, needed: Union[int, Callable[[], Optional
         except Exception:  # estimating the size must not hide the message
             n = None
         raise disk_full(path, n, code, hint) from e
-
-
-_WRITES: Dict[str, int] = {}  # writes per $ROADMAP_FAULT=enospc spec in this process
-
-
-def injected_write_fault(path: PathLike) -> None:
-    """$ROADMAP_FAULT=enospc:<pattern>[@<n>]: the n-th and every later write in this process of a
-    file whose name matches the glob `pattern` (every one without @n) fails with ENOSPC. Writers
-    call this after writing part of the file, where a real full disk would stop them."""
-    spec = fault_value("enospc")
-    if not spec:
-        return
-    pattern, _, nth = spec.partition("@")
-    if not fnmatch.fnmatchcase(Path(path).name, pattern):
-        return
-    _WRITES[spec] = _WRITES.get(spec, 0) + 1
-    if _WRITES[spec] >= int(nth or 1):
-        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (injected: ROADMAP_FAULT=enospc:{spec})", str(path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from .config import ConfigError
-from .files import RERUN, injected_write_fault, reporting_full_disk
+from .faults import injected_write_fault
+from .files import RERUN, reporting_full_disk
 
 log = logging.getLogger("roadmap")
 

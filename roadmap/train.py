@@ -41,7 +41,7 @@ from tqdm import tqdm
 from . import faults
 from .config import LEGACY, ConfigError, apply_scale_augment, to_container, validate
 from .data import build_data, discover_num_classes
-from .files import read_json, write_csv, write_json
+from .files import atomic_write_text, read_json, write_csv, write_json
 from .measure import count_gflops, count_params
 from .model import ModernizableResNet
 from .rundir import (EXIT_PREEMPTED, STOP, Preempted, RunLock, RunLocked, RunRefused, StopSignals,  # noqa: F401
@@ -508,9 +508,12 @@ def _attempt(cfg: DictConfig, run_dir: Path, env: Env) -> Dict[str, Any]:
         raise
     except BaseException as e:
         if env.main and not isinstance(e, (KeyboardInterrupt, RunRefused)):
-            write_json(run_dir / "failed.json", {
-                "step": cfg.step, "error": type(e).__name__, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__,
-                "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+            try:
+                write_json(run_dir / "failed.json", {
+                    "step": cfg.step, "error": type(e).__name__, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__,
+                    "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+            except OSError as why:  # a full disk must not hide the run's own error
+                log.warning("could not write %s: %s", run_dir / "failed.json", why)
         tracker.finish(1)
         raise
     finally:
@@ -611,7 +614,7 @@ class Run:
                 log.info("resumed %s from %s at %s", cfg.step, ck_path, where)
             del ck
         if env.main and not (self.run_dir / "config.yaml").exists():
-            OmegaConf.save(cfg, self.run_dir / "config.yaml", resolve=True)
+            atomic_write_text(self.run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     def start(self) -> None:
         cfg, env = self.cfg, self.env

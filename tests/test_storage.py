@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-import roadmap.files as files_mod
+import roadmap.faults as faults_mod
 from roadmap.data import DataError, prepare_cache
 from roadmap.files import DiskFull, atomic_write_bytes, reporting_full_disk, write_json
 from roadmap.rundir import load_checkpoint, save_checkpoint
@@ -41,7 +41,7 @@ MIB = re.compile(r"it needs about ([\d.]+) MiB, ([\d.]+) MiB free in ")
 @pytest.fixture(autouse=True)
 def _no_injected_faults(monkeypatch):
     monkeypatch.delenv("ROADMAP_FAULT", raising=False)
-    monkeypatch.setattr(files_mod, "_WRITES", {})
+    monkeypatch.setattr(faults_mod, "_WRITES", {})
 
 
 # ------------------------------------------------------------------ a real small file system
