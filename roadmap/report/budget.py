@@ -205,11 +205,13 @@ def plot(result: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
             xs = [x for x, _ in pts]
             ys = [v["delta"] for _, v in pts]
             err = [2 * (v["se"] or 0) for _, v in pts]
-            if pts and panel != "other":
-                ax.plot(xs, ys, "o-", color=colours[c], label=label)
+            if panel == "other":  # side by side within a category
+                xs = [x + 0.15 * (list(CONTRASTS).index(c) - 1) for x in xs]
+            elif len(pts) > 1:
+                ax.plot(xs, ys, "-", color=colours[c])
                 ax.fill_between(xs, [y - e for y, e in zip(ys, err)], [y + e for y, e in zip(ys, err)],
                                 color=colours[c], alpha=0.18, linewidth=0)
-            elif pts:
+            if pts:
                 ax.errorbar(xs, ys, yerr=err, fmt="o", color=colours[c], capsize=3, label=label)
             ax.axhline(paper_delta(c), color=colours[c], linestyle="--", linewidth=1)
         ax.axhline(0, color="grey", linewidth=0.6)
@@ -222,6 +224,7 @@ def plot(result: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
         else:
             ax.set_xscale("log", base=2)
             ax.set_xticks([5, 10, 20, 40], ["5", "10", "20", "40"])
+            ax.set_xlim(4.2, 48)
             ax.set_xlabel("epochs")
     axes[0].set_ylabel("paired Δ top-1 (points), band ± 2 SE; dashed: paper")
     axes[0].legend(fontsize=8, loc="lower right")
