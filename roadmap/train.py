@@ -398,12 +398,17 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     bar.close()
     if env.device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    return _epoch_row(loss_sum, n_seen, time.perf_counter() - t0, env, optimizer), num_updates
+
+
+def _epoch_row(loss_sum: torch.Tensor, n_seen: int, seconds: float, env: Env,
+               optimizer: torch.optim.Optimizer) -> Dict[str, float]:
+    """The epoch's training numbers, summed over the ranks."""
     stats = torch.stack([loss_sum.float(), torch.tensor(float(n_seen), device=env.device)])
     if env.world > 1:
         dist.all_reduce(stats)
     return {"train_loss": (stats[0] / stats[1].clamp(min=1)).item(), "train_img_s": stats[1].item() / seconds,
-            "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds}, num_updates
+            "lr": optimizer.param_groups[0]["lr"], "train_seconds": seconds}
 
 
 @torch.no_grad()
