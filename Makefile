@@ -36,7 +36,7 @@ test-all: $(STAMP)
 complexity: $(STAMP)     ## results/complexity.md/.csv (both regimes) and results/complexity-cmt.md
 	$(BIN)/python -m roadmap.complexity $(ARGS)
 
-sweep: $(STAMP)          ## your own trajectory: the main path at $(SCALE) (tour: ~20 min on 2 cores, 2 runs side by side) + report in results/
+sweep: $(STAMP)          ## your own trajectory: the main path at $(SCALE) (tour: 13.4 min from a fresh clone on 2 cores, 2 runs side by side) + report in results/
 	$(BIN)/python -m roadmap -m experiment=roadmap_path scale=$(SCALE) seed=$(SEEDS) hydra/launcher=parallel $(ARGS)
 
 sweep-full: $(STAMP)     ## main path + kernel branches
