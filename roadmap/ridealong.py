@@ -120,7 +120,7 @@ def differences(steps: Sequence[str] = tuple(MAIN_PATH), regime: str = "resnet50
     return classified_changes([(step, resolved(step, regime)) for step in steps])
 
 
-def undocumented_entries(rows: Iterable[Dict[str, str]]) -> List[str]:
+def stale_entries(rows: Iterable[Dict[str, str]]) -> List[str]:
     """Entries of ridealongs.yaml that no longer match a difference (stale the other way)."""
     seen = {(r["step"], r["key"]) for r in rows}
     stale = []
