@@ -533,6 +533,14 @@ def test_new_seed_range_and_the_spread_check(scored: Path, tmp_path: Path, capsy
     capsys.readouterr()
     assert spread.main([str(scored), str(new)]) == 0
     text = capsys.readouterr().out
+    # what cannot change a result is not compared: where it ran, its sweep, threads, and step-decay
+    # milestones under a cosine schedule; a key only one config has (added later) is not compared either
+    assert spread.setting_differences(
+        {"seed": 0, "sweep_id": "a", "scale": {"threads": None, "epochs": 5}, "recipe": {"sched": "cosine", "decay_milestones": [30, 60, 80]}},
+        {"seed": 7, "sweep_id": "b", "scale": {"threads": 1, "epochs": 5, "loader": "cpu"}, "recipe": {"sched": "cosine", "decay_milestones": [30, 60]}}) == []
+    assert spread.setting_differences({"recipe": {"sched": "step", "decay_milestones": [30, 60, 80]}},
+                                      {"recipe": {"sched": "step", "decay_milestones": [30, 60]}}) == [
+        "recipe.decay_milestones=[30, 60] but the study's runs have recipe.decay_milestones=[30, 60, 80]"]
     assert f"baseline seed 7: top-1 {hi - 0.1:.2f} is inside the 95 % range for a new seed, {lo:.2f} – {hi:.2f}" in text
     assert "2 of 2 inside" in text
     make_finished(new / "gelu" / "seed7", "gelu", 7, 70.0)                              # gelu 66 67 66: outside
@@ -543,7 +551,12 @@ def test_new_seed_range_and_the_spread_check(scored: Path, tmp_path: Path, capsy
     make_finished(new / "kernel_7" / "seed7", "kernel_7", 7, 67.0)
     make_finished(new / "fewer_norms" / "seed7", "fewer_norms", 7, 67.0, img_size=64)
     make_failed(new / "layer_norm" / "seed7", "layer_norm")
+    changed = _config("patchify_stem", 7)  # same scale name, sizes and epochs; another recipe
+    changed["recipe"].update(name="classic", epochs=90)
+    make_finished(new / "patchify_stem" / "seed7", "patchify_stem", 7, 64.0, config=changed)
     for run, why in (("stage_ratio/seed1", "seed 1 is one of the study's seeds for stage_ratio (0 1 2)"),
+                     ("patchify_stem/seed7", "recipe.name='classic' but the study's runs have recipe.name='modern' (and 1 more); "
+                                             "a rerun changes the seed only"),
                      ("kernel_7/seed7", "has 1 finished seed(s) of kernel_7; the range needs 2"),
                      ("fewer_norms/seed7", "img_size=64 but the study's runs have img_size=128"),
                      ("layer_norm/seed7", "the run is failed, not finished"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 
@@ -15,7 +15,7 @@ from .levers import COMPILE_LEVERS, DEFAULT_LEVERS, LEVERS
 from .timing import MIN_REPEATS, NUM_CLASSES, Settings
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m roadmap.bench", description=suite.__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", nargs="+", default=None, metavar="STEP",
@@ -57,7 +57,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="settings for --processes; best: each model's fastest lever of --levers (>= 1.05x fp32)")
     p.add_argument("--process-seconds", type=float, default=8.0, help="seconds each process trains per turn")
     p.add_argument("--out", type=Path, default=None, help="markdown report (default: results/bench-<device>.md)")
-    a = p.parse_args(argv)
+    return p
+
+
+def _checked_levers(p: argparse.ArgumentParser, a: argparse.Namespace) -> Optional[List[str]]:
+    """Check the arguments (p.error: one line, exit 2); the levers to measure, or None."""
     if a.repeats < MIN_REPEATS:
         p.error(f"--repeats {a.repeats}: at least {MIN_REPEATS} (the figures are medians of >= {MIN_REPEATS} repeats)")
     unknown = [x for x in [*(a.steps or ()), *(a.loader_steps or ())] if x not in step_names()]
@@ -74,6 +78,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         levers = list(dict.fromkeys(levers))
     if a.processes and a.device != "cpu":
         p.error("--processes compares CPU thread splits; allowed with --device cpu only")
+    return levers
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = _parser()
+    a = p.parse_args(argv)
+    levers = _checked_levers(p, a)
     threads = a.threads if a.threads is not None else (2 if a.device == "cpu" else None)
     s = Settings(device=a.device, threads=threads, channels_last=a.channels_last, bf16=a.bf16, compile=a.compile,
                  repeats=a.repeats, warmup=a.warmup, iters=a.iters, min_time=a.min_time, width_mult=a.width_mult,

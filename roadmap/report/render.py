@@ -167,8 +167,8 @@ def path_configs(rows: List[Dict[str, Any]]) -> List[Tuple[str, Dict[str, Any]]]
     return out
 
 
-def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[str, Any],
-                    command: str = "", figures: Optional[List[str]] = None) -> str:
+def _header_lines(summary: Dict[str, Any], meta: Dict[str, Any], command: str) -> List[str]:
+    """The bullets under the title: data, scale, how it differs from the paper, seeds, devices, time, runs."""
     img = join(meta["img_size"])
     devices = ", ".join(f"{d} ({n} runs)" for d, n in meta["devices"].most_common()) or "—"
     data = meta["dataset"]
@@ -205,9 +205,13 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
     ]
     if command:
         lines.append(f"- **Report:** `{command}`")
-    lines += ["", "## Summary", ""] + summary_lines(summary) + [""]
-    lines += big_step_table(summary)
-    lines += ["## Per variant" if meta["ablation_mode"] else "## Per step", ""]
+    return lines
+
+
+def _step_table(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> List[str]:
+    """The per-step (or per-variant) table."""
+    img, metric = join(meta["img_size"]), meta["metric"]
+    lines = ["## Per variant" if meta["ablation_mode"] else "## Per step", ""]
     if meta["ablation_mode"]:
         fields = ["label", "step", "top1", "pi", "delta", "g224", "g", "params", "ips", "wall", "status"]
         headers = ["variant", "ablation", f"top-1 ({metric}) mean ± std (n)", "new seed, 95 %", "Δ vs full model", "GFLOPs@224",
@@ -219,13 +223,14 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
                    "paper GFLOPs", f"GFLOPs@{img}", "params", "params@224", "train img/s", "wall/run", "status"]
     lines.append(markdown_table(_md_rows(rows, meta["ablation_mode"]), fields, headers,
                                 align="l" * 2 + "r" * (len(fields) - 3) + "l"))
-    if not meta["ablation_mode"]:
-        lines += [""] + ridealong.report_lines(path_configs(rows))
-    for stem in figures if figures is not None else list(FIGURES):
-        lines += [f"![{stem}]({stem}.png)", "", f"*{stem}.png* (and .svg): {FIGURES.get(stem, stem)}.", ""]
+    return lines
+
+
+def _notes(meta: Dict[str, Any]) -> List[str]:
+    """How to read the table: the metric, the seed range, Δ, GFLOPs, speed."""
+    img, metric = join(meta["img_size"]), meta["metric"]
     which = "last-epoch" if metric == "last" else "best-evaluated-epoch"
-    lines += ["Notes:", ""]
-    lines += [
+    return ["Notes:", "",
         f"- top-1 is the {which} validation top-1 (%); mean over seeds ± {STD_NOTE}; (n) = finished seeds.",
         f"- new seed, {PI_LEVEL * 100:.0f} %: where a rerun of the step with a seed not used here should land, "
         f"{PI_LEVEL * 100:.0f} % of the time (prediction interval {PI_FORMULA}, Student's t; needs 2 seeds). "
@@ -241,7 +246,20 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
         "- train img/s: median over epochs, mean over seeds; wall/run: mean wall time of one run (all attempts).",
         "- Full precision: `trajectory.csv`; scores: `summary.json`.",
     ]
-    return "\n".join(lines) + "\n"
+
+
+def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: Dict[str, Any],
+                    command: str = "", figures: Optional[List[str]] = None) -> str:
+    """trajectory.md: header, summary, big steps, the step table, ride-alongs, figures, notes."""
+    lines = _header_lines(summary, meta, command)
+    lines += ["", "## Summary", ""] + summary_lines(summary) + [""]
+    lines += big_step_table(summary)
+    lines += _step_table(rows, meta)
+    if not meta["ablation_mode"]:
+        lines += [""] + ridealong.report_lines(path_configs(rows))
+    for stem in figures if figures is not None else list(FIGURES):
+        lines += [f"![{stem}]({stem}.png)", "", f"*{stem}.png* (and .svg): {FIGURES.get(stem, stem)}.", ""]
+    return "\n".join(lines + _notes(meta)) + "\n"
 
 
 def _pm(x: Optional[float], se: Optional[float], why: str = "") -> str:

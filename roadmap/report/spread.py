@@ -7,7 +7,9 @@ For every finished run given (a run directory, or a sweep/study holding several)
 the same step (and ablation, same metric) gives the 95 % prediction interval for one more seed,
 mean ± t(0.975, n-1) · std · sqrt(1 + 1/n) over the study's seeds (stats.prediction_interval; the
 "new seed, 95 %" column of trajectory.md). The run must use a seed the study did not, and the same
-dataset and scale (image size, width, epochs); otherwise it is refused in one line.
+resolved config as the study's runs of that step in every key that can change a result (model, recipe,
+data, scale, regime, ablation: all but the seed and where/how the run is stored, logged or threaded);
+otherwise it is refused in one line naming the first key that differs.
 
 Prints one line per run; exit status 0 when every run lands inside its interval, 1 when one does
 not (it should happen 1 time in 20 by chance), 2 for a bad argument.
@@ -19,11 +21,35 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..ridealong import flatten
 from .collect import collect, find_run_dirs, read_run
 from .stats import METRICS, PI_FORMULA, PI_LEVEL
 
-# the run settings a new seed must share with the study (read from the runs' metrics.json)
+# the run settings a new seed must share with the study (read from the runs' metrics.json; runs that
+# kept no config are compared on these alone)
 SAME = ("dataset", "scale", "img_size", "width_mult", "epochs", "regime")
+# resolved-config keys (prefixes) that cannot change a run's result: the seed itself, where the run and
+# its data live, logging, bookkeeping, thread and worker counts, the checkpoint timer
+NOT_SETTINGS = ("seed", "logger.", "out_dir", "results_dir", "experiment_name", "sweep_id", "keep_runs",
+                "data.root", "data.cache", "scale.threads", "scale.workers", "scale.checkpoint_every_min")
+
+# settings that only act when another one has a given value (e.g. step-decay milestones under a cosine schedule)
+ACTS_ONLY_IF = {"recipe.decay_milestones": ("recipe.sched", "step"), "recipe.decay_rate": ("recipe.sched", "step"),
+                "recipe.ema_decay": ("recipe.ema", True)}
+
+
+def setting_differences(study_config: Dict[str, Any], run_config: Dict[str, Any]) -> List[str]:
+    """`key=<run's> but the study's runs have key=<study's>` for every setting both configs record and
+    that differs (a key only one of them has, e.g. one added after older runs, is not compared)."""
+    a = {k.lstrip("."): v for k, v in flatten(study_config, "").items()}
+    b = {k.lstrip("."): v for k, v in flatten(run_config, "").items()}
+
+    def acts(k: str) -> bool:
+        key, value = ACTS_ONLY_IF.get(k, (None, None))
+        return key is None or a.get(key) == value or b.get(key) == value
+
+    keys = [k for k in a if k in b and a[k] != b[k] and not k.startswith(NOT_SETTINGS) and acts(k)]
+    return [f"{k}={b[k]!r} but the study's runs have {k}={a[k]!r}" for k in keys]
 
 
 def _runs_of(path: Path) -> List[Dict[str, Any]]:
@@ -46,6 +72,10 @@ def check(study: Path, run: Dict[str, Any], rows: List[Dict[str, Any]]) -> Dict[
     for k in SAME:
         if ref.get(k) is not None and run.get(k) is not None and ref.get(k) != run.get(k):
             raise ValueError(f"{run['run_dir']}: {k}={run.get(k)!r} but the study's runs have {k}={ref.get(k)!r}")
+    differs = setting_differences(ref.get("config") or {}, run.get("config") or {})
+    if differs:
+        more = f" (and {len(differs) - 1} more)" if len(differs) > 1 else ""
+        raise ValueError(f"{run['run_dir']}: {differs[0]}{more}; a rerun changes the seed only")
     if run["seed"] in row["by_seed"]:
         raise ValueError(f"{run['run_dir']}: seed {run['seed']} is one of the study's seeds for {name} "
                          f"({row['seeds']}); rerun with another seed")
