@@ -66,3 +66,26 @@ def test_verdict_rule():
     assert budget.verdict(0.3, 0.4, 1, 3) == "refuted (no change)"
     assert budget.verdict(1.5, 1.0, 1, 3) == "undecided at this budget"
     assert budget.verdict(3.0, 1.0, 1, 2).endswith("provisional (2 seeds)")
+
+
+def test_the_figure_s_presets_agree_with_the_scale_configs():
+    """budget.PRESETS restates where each preset sits in the figure: the epochs and the rule must be
+    the scale configs' own (conf/scale/proxy64_*.yaml), so the figure cannot drift from the runs."""
+    from roadmap.steps import compose_config
+
+    base = compose_config(["step=gelu", "scale=proxy64"]).scale
+    for preset, (panel, x, label) in budget.PRESETS.items():
+        scale = compose_config(["step=gelu", f"scale={preset}"]).scale
+        assert scale.name == preset
+        if panel in ("recipe", "budget"):  # x is the epochs; only epochs and the rule differ from proxy64
+            assert scale.epochs == x and f"{x} epochs" == label, preset
+            assert scale.regularization == ("budget" if panel == "budget" else "recipe"), preset
+            assert (scale.img_size, scale.width_mult, scale.max_train_samples) == (64, base.width_mult, None), preset
+        else:  # one other reduction each, at proxy64's 5 epochs or ~1,480 updates
+            changed = {k for k in ("img_size", "width_mult", "max_train_samples") if scale[k] != base[k]}
+            assert len(changed) == 1 and scale.regularization == "recipe", preset
+            if "max_train_samples" in changed:
+                share = round(100 * scale.max_train_samples / 9469)
+                assert f"data {share} %" in label and scale.epochs * scale.max_train_samples // 64 in range(1470, 1490), preset
+            else:
+                assert scale.epochs == 5 and "5 ep" in label, preset
