@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # One command on a lent GPU machine: install the bundle's wheels, print nvidia-smi, run the bench,
-# then the GPU proxy main path (2 seeds, runs packed on the GPU) with its report, inside a time
-# budget; leaves at most 8 files in OUT_DIR, laid out as the repository's results/:
+# then the GPU proxy main path (2 seeds, runs packed on the GPU) with its report, then, with whatever
+# time is left, the budget curves of issue 20 (its six steps at 20, then 40 epochs; docs/studies/
+# proxy64-budgets.md), inside a time budget; leaves at most 8 files in OUT_DIR, laid out as the
+# repository's results/:
 #
 #   OUT_DIR/device_check.log                               everything printed (versions, stages, timings)
 #   OUT_DIR/results/bench-gpu.md                           ours vs timm, train + infer, 224 + 64 px, per setting
 #   OUT_DIR/results/bench-gpu-compile.md                   torch.compile vs eager, ConvNeXt-T training at 64 px
 #   OUT_DIR/results/imagenette-proxy_gpu/trajectory.md     the report (+ .csv, .png, summary.json)
-#   OUT_DIR/results/imagenette-proxy_gpu/runs.tar.gz       per run: metrics.json, history.csv, config.yaml,
-#                                                          train.log; packed.json; loader figures; other report files
+#   OUT_DIR/results/imagenette-proxy_gpu/runs.tar.gz       per run (main path and budget curves): metrics.json,
+#                                                          history.csv, config.yaml, train.log; packed.json per sweep;
+#                                                          loader figures; other report files
 #
 #   make device-bundle                      # here, first: .device/ (wheels + Imagenette as WebP)
 #   bash experiments/device_check.sh "$OUT" # there (device tool: carry [".device"], timeout_s 600)
@@ -35,6 +38,12 @@ BENCH_ARGS=${BENCH_ARGS:-"--levers --device $DEVICE --endpoints-only --img-size 
 COMPILE_ARGS=${COMPILE_ARGS:-"--levers bf16 bf16+compile --device $DEVICE --steps separate_downsampling --mode train --img-size 64 --repeats 5 --min-time 0.1"}
 LOADER_S=${LOADER_S:-3}                   # seconds per recipe timing the on-device loader
 STUDY=${STUDY:-imagenette-proxy_gpu}
+CURVE_EPOCHS=${CURVE_EPOCHS:-"20 40"}     # budget curves after the main path, while time is left
+CURVE_STEPS=${CURVE_STEPS:-"modern_recipe kernel_7 gelu fewer_norms layer_norm separate_downsampling"}
+CURVE_SEEDS=${CURVE_SEEDS:-"0 1"}
+CURVE_ARGS=${CURVE_ARGS:-"scale=proxy_gpu_e{E}"}  # hydra overrides of a curve's runs; {E}: its epochs
+CURVE_MIN_S=${CURVE_MIN_S:-60}            # a curve starts only with at least this much time left
+ARCHIVE_S=${ARCHIVE_S:-15}                # kept at the very end for the archive
 WORK=${WORK:-$(mktemp -d /tmp/device_check.XXXXXX)}
 START=$(date +%s)
 
@@ -106,9 +115,18 @@ for f in "$REP"/* "$REP"/.[!.]*; do  # keep md/csv/png/summary here; anything el
     *) [ -e "$f" ] && mv "$f" "$WORK/extra/" ;; esac
 done
 
+for E in $CURVE_EPOCHS; do  # issue 20's budget curves (reports rebuilt from the archive afterwards)
+  LEFT=$(( BUDGET_S - ARCHIVE_S - $(elapsed) ))
+  if [ "$LEFT" -lt "$CURVE_MIN_S" ]; then echo; echo "(budget curves from $E epochs on: not run, $LEFT s left)"; break; fi
+  stage "budget curve: $E epochs, steps $CURVE_STEPS, seeds $CURVE_SEEDS, deadline in $LEFT s"
+  "$PY" -m roadmap.packed --sweep-dir "$WORK/sweeps/$STUDY-e$E" --slots "$SLOTS" --seeds $CURVE_SEEDS \
+    --steps $CURVE_STEPS --deadline-s "$LEFT" -- ${CURVE_ARGS//\{E\}/$E} logger=none \
+    "data.root=$WORK/imagenette" "data.cache_dir=$WORK/cache" || echo "(not every $E-epoch run finished: see its packed.json)"
+done
+
 stage "archive of the runs"
 cp "$WORK/loader.txt" "$WORK/extra/" 2>/dev/null
-(cd "$WORK" && find "sweeps/$STUDY" \( -name metrics.json -o -name history.csv -o -name config.yaml -o -name train.log \
+(cd "$WORK" && find sweeps \( -name metrics.json -o -name history.csv -o -name config.yaml -o -name train.log \
    -o -name failed.json -o -name process.log -o -name packed.json \) -print0 | tar czf "$REP/runs.tar.gz" --null -T - extra) \
   || fail "archive failed"
 

@@ -73,7 +73,11 @@ def dry_run(tmp_path_factory, imagenette):
                COMPILE_ARGS="--levers fp32 --device cpu --steps baseline --mode train --img-size 32 --batch-size 4 "
                             "--width-mult 0.25 --repeats 5 --warmup 1 --iters 1 --threads 1",
                RUN_ARGS="scale=smoke scale.device=cpu scale.loader=device scale.epochs=1 scale.max_steps_per_epoch=2 "
-                        "scale.batch_size=4 scale.width_mult=0.25 scale.img_size=32 scale.workers=0")
+                        "scale.batch_size=4 scale.width_mult=0.25 scale.img_size=32 scale.workers=0",
+               # one budget curve of one run ({E} = 2 epochs)
+               CURVE_EPOCHS="2", CURVE_STEPS="gelu", CURVE_SEEDS="0", CURVE_MIN_S="1", ARCHIVE_S="30",
+               CURVE_ARGS="scale=smoke scale.device=cpu scale.loader=device scale.epochs={E} scale.max_steps_per_epoch=2 "
+                          "scale.batch_size=4 scale.width_mult=0.25 scale.img_size=32 scale.workers=0")
     t0 = time.perf_counter()
     r = subprocess.run(["bash", str(REPO / "experiments" / "device_check.sh"), str(out)], cwd=REPO, env=env,
                        capture_output=True, text=True,
@@ -106,6 +110,12 @@ def test_dry_run_goes_through_every_stage(dry_run):
         for f in ("metrics.json", "history.csv", "config.yaml", "train.log"):
             assert f"sweeps/imagenette-proxy_gpu/{step}/seed0/{f}" in names
     assert "sweeps/imagenette-proxy_gpu/packed.json" in names and "extra/loader.txt" in names
+    # the budget curve: its run in the same archive
+    for f in ("metrics.json", "history.csv", "config.yaml", "train.log"):
+        assert f"sweeps/imagenette-proxy_gpu-e2/gelu/seed0/{f}" in names
+    assert "] budget curve: 2 epochs, steps gelu, seeds 0" in log
+    curve = json.loads((dry_run["work"] / "sweeps" / "imagenette-proxy_gpu-e2" / "gelu" / "seed0" / "metrics.json").read_text())
+    assert curve["epochs_done"] == 2 and curve["config"]["experiment_name"] == "adhoc"
     m = json.loads((dry_run["work"] / "sweeps" / "imagenette-proxy_gpu" / "baseline" / "seed0" / "metrics.json").read_text())
     assert m["data"]["loader"] == "device (cpu)" and m["train_images"] == 20 and m["val_images"] == 10
 
