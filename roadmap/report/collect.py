@@ -107,6 +107,73 @@ def curves(history: List[Dict[str, str]], config: Dict[str, Any]) -> Dict[str, L
     return out
 
 
+def _read_metrics(run_dir: Path) -> Optional[Dict[str, Any]]:
+    """metrics.json of a run, None where it has none or it cannot be read (logged)."""
+    if not (run_dir / "metrics.json").exists():
+        return None
+    try:
+        return read_json(run_dir / "metrics.json")
+    except Exception as e:  # metrics.json is written atomically; a broken one is not ours
+        log.warning("report: cannot read %s: %s", run_dir / "metrics.json", e)
+        return None
+
+
+def _add_unfinished(rec: Dict[str, Any], run_dir: Path, config: Dict[str, Any],
+                    hist: List[Dict[str, str]]) -> None:
+    """A run without metrics.json: failed (failed.json, unless retried since) or running; epochs so far."""
+    failed = None
+    if (run_dir / "failed.json").exists():
+        try:
+            failed = read_json(run_dir / "failed.json")
+        except Exception:
+            failed = {"reason": "failed.json unreadable"}
+    # a retry that has written a checkpoint since the failure is running again
+    ckpt = run_dir / "last.pt"
+    retrying = failed is not None and ckpt.exists() and \
+        ckpt.stat().st_mtime > (run_dir / "failed.json").stat().st_mtime
+    if failed is not None and not retrying:
+        rec.update({"status": "failed", "error": failed.get("error"),
+                    "reason": failed.get("reason") or failed.get("error") or "unknown",
+                    "step": failed.get("step")})
+    else:
+        rec.update({"status": "running", "epochs_done": len(hist), "epochs": _epochs_of(config)})
+    rec["epochs_done"] = len(hist)
+    rec.setdefault("epochs", _epochs_of(config))
+    if hist:
+        try:
+            rec["wall_seconds_partial"] = sum(float(h.get("train_seconds") or 0) for h in hist)
+        except ValueError:
+            pass
+
+
+def _add_top1_last_best(rec: Dict[str, Any]) -> None:
+    """A finished run's top1_last, top1_best and best_epoch (see read_run)."""
+    last = _num(rec.get("top1_last"))
+    rec["top1_last"] = last = last if last is not None else _num(rec.get("top1"))
+    best, best_epoch = _num(rec.get("top1_best")), rec.get("best_epoch")
+    if best is None:
+        for e, v in rec["curves"]["top1"]:  # the earliest evaluated epoch with the highest top-1
+            if best is None or v > best:
+                best, best_epoch = v, e
+        if last is not None and (best is None or last > best):  # no history.csv: the last epoch
+            best, best_epoch = last, rec.get("epochs_done") or rec.get("epochs")
+    rec["top1_best"], rec["best_epoch"] = best, best_epoch
+
+
+def _add_identity(rec: Dict[str, Any], config: Dict[str, Any], run_dir: Path, seed_d: Optional[int],
+                  ablation_d: Optional[str]) -> None:
+    """Step, seed, ablation, dataset, scale, regime, image size and width: the record's, else the config's/dir's."""
+    rec["step"] = rec.get("step") or config.get("step") or run_dir.parent.name
+    seed = rec.get("seed", config.get("seed", seed_d))
+    rec["seed"] = int(seed) if seed is not None else None
+    rec["ablation"] = rec.get("ablation") or config.get("ablation") or ablation_d or "none"
+    rec.setdefault("dataset", get(config, "data.name"))
+    rec.setdefault("scale", get(config, "scale.name"))
+    rec.setdefault("regime", get(config, "regime.name"))
+    rec.setdefault("img_size", get(config, "scale.img_size"))
+    rec.setdefault("width_mult", get(config, "scale.width_mult"))
+
+
 def read_run(run_dir: PathLike) -> Dict[str, Any]:
     """One run directory as a flat record with status 'finished', 'failed' or 'running'.
 
@@ -117,12 +184,7 @@ def read_run(run_dir: PathLike) -> Dict[str, Any]:
     seed_d, ablation_d, variant = _parse_run_dirname(run_dir.name)
     config = _load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").exists() else {}
     rec: Dict[str, Any] = {"run_dir": str(run_dir), "variant": variant}
-    metrics = None
-    if (run_dir / "metrics.json").exists():
-        try:
-            metrics = read_json(run_dir / "metrics.json")
-        except Exception as e:  # metrics.json is written atomically; a broken one is not ours
-            log.warning("report: cannot read %s: %s", run_dir / "metrics.json", e)
+    metrics = _read_metrics(run_dir)
     hist = _history(run_dir)
     if metrics is not None:
         config = metrics.get("config") or config
@@ -130,50 +192,11 @@ def read_run(run_dir: PathLike) -> Dict[str, Any]:
         rec["status"] = "finished"
         rec["width_mult"] = get(config, "scale.width_mult")
     else:
-        failed = None
-        if (run_dir / "failed.json").exists():
-            try:
-                failed = read_json(run_dir / "failed.json")
-            except Exception:
-                failed = {"reason": "failed.json unreadable"}
-        # a retry that has written a checkpoint since the failure is running again
-        ckpt = run_dir / "last.pt"
-        retrying = failed is not None and ckpt.exists() and \
-            ckpt.stat().st_mtime > (run_dir / "failed.json").stat().st_mtime
-        if failed is not None and not retrying:
-            rec.update({"status": "failed", "error": failed.get("error"),
-                        "reason": failed.get("reason") or failed.get("error") or "unknown",
-                        "step": failed.get("step")})
-        else:
-            rec.update({"status": "running", "epochs_done": len(hist), "epochs": _epochs_of(config)})
-        rec["epochs_done"] = len(hist)
-        rec.setdefault("epochs", _epochs_of(config))
-        if hist:
-            try:
-                rec["wall_seconds_partial"] = sum(float(h.get("train_seconds") or 0) for h in hist)
-            except ValueError:
-                pass
+        _add_unfinished(rec, run_dir, config, hist)
     rec["curves"] = curves(hist, config)
     if rec["status"] == "finished":
-        last = _num(rec.get("top1_last"))
-        rec["top1_last"] = last = last if last is not None else _num(rec.get("top1"))
-        best, best_epoch = _num(rec.get("top1_best")), rec.get("best_epoch")
-        if best is None:
-            for e, v in rec["curves"]["top1"]:  # the earliest evaluated epoch with the highest top-1
-                if best is None or v > best:
-                    best, best_epoch = v, e
-            if last is not None and (best is None or last > best):  # no history.csv: the last epoch
-                best, best_epoch = last, rec.get("epochs_done") or rec.get("epochs")
-        rec["top1_best"], rec["best_epoch"] = best, best_epoch
-    rec["step"] = rec.get("step") or config.get("step") or run_dir.parent.name
-    seed = rec.get("seed", config.get("seed", seed_d))
-    rec["seed"] = int(seed) if seed is not None else None
-    rec["ablation"] = rec.get("ablation") or config.get("ablation") or ablation_d or "none"
-    rec.setdefault("dataset", get(config, "data.name"))
-    rec.setdefault("scale", get(config, "scale.name"))
-    rec.setdefault("regime", get(config, "regime.name"))
-    rec.setdefault("img_size", get(config, "scale.img_size"))
-    rec.setdefault("width_mult", get(config, "scale.width_mult"))
+        _add_top1_last_best(rec)
+    _add_identity(rec, config, run_dir, seed_d, ablation_d)
     rec["config"] = config
     return rec
 

@@ -10,6 +10,7 @@ import io
 import math
 import textwrap
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -47,197 +48,272 @@ def _style_top1_axis(ax: Any) -> None:
         ax.spines[side].set_visible(False)
 
 
-def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: PathLike) -> Tuple[Path, Path]:
-    """trajectory.png and .svg: labels | our bars (mean ± std) | the paper's top-1 as markers."""
+_FS_LABEL, _FS_GROUP, _FS_VAL, _FS_NOTE, _PAD_FRAC = 10.5, 9.5, 9.5, 9, 0.012
+
+
+def _text_width(fig: Any, renderer: Any, s: str, **kw: Any) -> float:
+    """Width in inches of `s` drawn on `fig` with the text properties `kw` (a probe, removed again)."""
+    t = fig.text(0, 0, s, **kw)
+    w = t.get_window_extent(renderer).width / fig.dpi
+    t.remove()
+    return w
+
+
+@dataclass
+class _TrajectoryFigure:
+    """The trajectory figure being drawn: canvas, row labels, sizes (inches unless noted), panels."""
+    fig: Any
+    renderer: Any
+    n: int
+    labels: List[str]
+    wrapped: Dict[str, str]  # group name -> its wrapped form
+    width: float
+    height: float
+    x_bracket: float
+    left: float
+    w_ours: float
+    w_paper: float
+    bottom: float  # figure fraction
+    h: float  # figure fraction
+    ax_o: Any
+    ax_p: Any  # None where no row has the paper's top-1
+
+    def text_width(self, s: str, **kw: Any) -> float:
+        """Width in inches of `s` drawn with the text properties `kw`."""
+        return _text_width(self.fig, self.renderer, s, **kw)
+
+    def fig_y(self, y: float) -> float:
+        """Figure y of data row `y` (the rows fill the panels' height, the first on top)."""
+        return self.bottom + self.h * (self.n - 0.5 - y) / max(self.n, 1)
+
+
+def _trajectory_figure(rows: List[Dict[str, Any]]) -> _TrajectoryFigure:
+    """The figure and its panels, sized to the rows and to the widest step and group labels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure  # no pyplot: Agg canvas, no global state, no display
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
 
-    out_dir = Path(out_dir)
     n = len(rows)
     has_paper = any(r["paper_top1"] is not None for r in rows)
-    fs_label, fs_group = 10.5, 9.5
     row_h, top_in, bottom_in = 0.42, 1.05, 0.95
     height = top_in + bottom_in + row_h * max(n, 1)
     width = 13.0 if has_paper else 10.5
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
     renderer = fig.canvas.get_renderer()
-
-    def text_width(s: str, **kw: Any) -> float:  # inches
-        t = fig.text(0, 0, s, **kw)
-        w = t.get_window_extent(renderer).width / fig.dpi
-        t.remove()
-        return w
-
     labels = [r["label"] + (" (branch)" if r["branch"] else "") for r in rows]
     groups = _uniq(r["group"] for r in rows)
     wrapped = {g: "\n".join(textwrap.wrap(g, 11)) for g in groups}
-    w_step = max([text_width(s, fontsize=fs_label) for s in labels] + [0.5])
-    w_group = max([text_width(wrapped[g], fontsize=fs_group, fontweight="bold") for g in groups] + [0.3])
+    w_step = max([_text_width(fig, renderer, s, fontsize=_FS_LABEL) for s in labels] + [0.5])
+    w_group = max([_text_width(fig, renderer, wrapped[g], fontsize=_FS_GROUP, fontweight="bold")
+                   for g in groups] + [0.3])
     # columns in inches: group names | bracket | step labels | ours | paper
     x_bracket = 0.08 + w_group + 0.08
     left = x_bracket + 0.1 + w_step + 0.12
     panels = width - left - 0.15
     w_ours = panels * (0.6 if has_paper else 1.0) - (0.2 if has_paper else 0)
+    w_paper = (panels - w_ours - 0.4)
     bottom, h = bottom_in / height, (row_h * max(n, 1)) / height
     ax_o = fig.add_axes([left / width, bottom, w_ours / width, h])
-    ax_p = fig.add_axes([(left + w_ours + 0.4) / width, bottom, (panels - w_ours - 0.4) / width, h],
+    ax_p = fig.add_axes([(left + w_ours + 0.4) / width, bottom, w_paper / width, h],
                         sharey=ax_o) if has_paper else None
-    ys = list(range(n))
     ax_o.set_ylim(n - 0.5, -0.5)  # first step on top
+    return _TrajectoryFigure(fig, renderer, n, labels, wrapped, width, height, x_bracket, left, w_ours, w_paper,
+                             bottom, h, ax_o, ax_p)
 
-    # ---- labels and group brackets (figure coordinates from the data rows) ------------------------
-    def fig_y(y: float) -> float:
-        return bottom + h * (n - 0.5 - y) / max(n, 1)
 
-    for y, r, s in zip(ys, rows, labels):
-        style = dict(fontsize=fs_label, ha="right", va="center")
+def _draw_step_labels(tf: _TrajectoryFigure, rows: List[Dict[str, Any]]) -> None:
+    """The step labels, right-aligned left of the panels (side branches in grey italics)."""
+    for y, (r, s) in enumerate(zip(rows, tf.labels)):
+        style = dict(fontsize=_FS_LABEL, ha="right", va="center")
         if r["branch"]:
             style.update(fontstyle="italic", color="#555555")
-        fig.text((left - 0.12) / width, fig_y(y), s, **style)
+        tf.fig.text((tf.left - 0.12) / tf.width, tf.fig_y(y), s, **style)
+
+
+def _group_spans(rows: List[Dict[str, Any]]) -> List[Tuple[str, int, int]]:
+    """Runs of consecutive rows of one group as (group, first row, last row)."""
     spans: List[Tuple[str, int, int]] = []
-    for y, r in zip(ys, rows):
+    for y, r in enumerate(rows):
         if spans and spans[-1][0] == r["group"]:
             spans[-1] = (r["group"], spans[-1][1], y)
         else:
             spans.append((r["group"], y, y))
-    axes = [a for a in (ax_o, ax_p) if a is not None]
+    return spans
+
+
+def _draw_groups(tf: _TrajectoryFigure, rows: List[Dict[str, Any]]) -> Dict[int, str]:
+    """Group brackets and names, every other group banded; returns each row's background colour."""
+    from matplotlib.lines import Line2D
+
+    axes = [a for a in (tf.ax_o, tf.ax_p) if a is not None]
     band = {}
-    for k, (group, y0, y1) in enumerate(spans):
+    for k, (group, y0, y1) in enumerate(_group_spans(rows)):
         band.update({y: C_BAND if k % 2 == 1 else "white" for y in range(y0, y1 + 1)})
-        xb, tick = x_bracket / width, 0.06 / width
-        ya, yb = fig_y(y0 - 0.4), fig_y(y1 + 0.4)
-        fig.add_artist(Line2D([xb + tick, xb, xb, xb + tick], [ya, ya, yb, yb], color="#444444", lw=1.1))
-        fig.text(xb - 0.05 / width, fig_y((y0 + y1) / 2), wrapped[group], ha="right", va="center",
-                 fontsize=fs_group, fontweight="bold", color="#333333", linespacing=1.0)
+        xb, tick = tf.x_bracket / tf.width, 0.06 / tf.width
+        ya, yb = tf.fig_y(y0 - 0.4), tf.fig_y(y1 + 0.4)
+        tf.fig.add_artist(Line2D([xb + tick, xb, xb, xb + tick], [ya, ya, yb, yb], color="#444444", lw=1.1))
+        tf.fig.text(xb - 0.05 / tf.width, tf.fig_y((y0 + y1) / 2), tf.wrapped[group], ha="right", va="center",
+                    fontsize=_FS_GROUP, fontweight="bold", color="#333333", linespacing=1.0)
         if k % 2 == 1:
             for a in axes:
                 a.axhspan(y0 - 0.5, y1 + 0.5, color=C_BAND, zorder=0, lw=0)
+    return band
 
-    # ---- ours -----------------------------------------------------------------------------------
-    max_n = max((r["n"] for r in rows), default=0)
-    fs_val, fs_note, pad_frac = 9.5, 9, 0.012
 
-    def note_of(r: Dict[str, Any]) -> str:
-        note = [f"{r['gflops_224']:.2f} GFLOPs"] if r["gflops_224"] is not None else []
-        if meta["ablation_mode"] and r["top1_delta"] is not None:
-            note.insert(0, f"Δ {r['top1_delta']:+.1f}")
-        if r["n"] < max_n or r["state"] == "partial":
-            extra = [f"{r[k]} {w}" for k, w in (("n_failed", "failed"), ("n_running", "running")) if r[k]]
-            note.append(f"n={r['n']}" + "".join(f", {e}" for e in extra))
-        return "  ".join(note)
+def _ours_note(r: Dict[str, Any], meta: Dict[str, Any], max_n: int) -> str:
+    """The text right of a bar: Δ (ablations), GFLOPs, and the seed count where some are missing."""
+    note = [f"{r['gflops_224']:.2f} GFLOPs"] if r["gflops_224"] is not None else []
+    if meta["ablation_mode"] and r["top1_delta"] is not None:
+        note.insert(0, f"Δ {r['top1_delta']:+.1f}")
+    if r["n"] < max_n or r["state"] == "partial":
+        extra = [f"{r[k]} {w}" for k, w in (("n_failed", "failed"), ("n_running", "running")) if r[k]]
+        note.append(f"n={r['n']}" + "".join(f", {e}" for e in extra))
+    return "  ".join(note)
 
+
+def _ours_xlim(tf: _TrajectoryFigure, rows: List[Dict[str, Any]], meta: Dict[str, Any],
+               max_n: int) -> Tuple[float, float]:
+    """Our panel's x-limits: from below the lowest bar to where the text right of every bar fits."""
     done = [r for r in rows if r["top1_mean"] is not None]
-    if done:
-        lo = min(r["top1_mean"] - (r["top1_std"] or 0) for r in done)
-        hi = max(r["top1_mean"] + (r["top1_std"] or 0) for r in done)
-        span = max(hi - lo, 2.0)
-        x0 = max(0.0, math.floor(lo - 0.3 * span))
-        # wide enough that the text right of every bar fits inside the panel
-        need = (hi - x0) * 1.05
-        for r in done:
-            tw = text_width(note_of(r), fontsize=fs_note) + 0.05
-            if r["top1_mean"] - (r["top1_std"] or 0) - x0 < 0.15 * span:  # value printed outside the bar
-                tw += text_width(f"{r['top1_mean']:.1f} ", fontsize=fs_val, fontweight="bold")
-            frac = 1 - 2 * pad_frac - tw / w_ours
-            need = max(need, (r["top1_mean"] + (r["top1_std"] or 0) - x0) / max(frac, 0.2))
-        x1 = x0 + need
+    if not done:
+        return 0.0, 100.0
+    lo = min(r["top1_mean"] - (r["top1_std"] or 0) for r in done)
+    hi = max(r["top1_mean"] + (r["top1_std"] or 0) for r in done)
+    span = max(hi - lo, 2.0)
+    x0 = max(0.0, math.floor(lo - 0.3 * span))
+    # wide enough that the text right of every bar fits inside the panel
+    need = (hi - x0) * 1.05
+    for r in done:
+        tw = tf.text_width(_ours_note(r, meta, max_n), fontsize=_FS_NOTE) + 0.05
+        if r["top1_mean"] - (r["top1_std"] or 0) - x0 < 0.15 * span:  # value printed outside the bar
+            tw += tf.text_width(f"{r['top1_mean']:.1f} ", fontsize=_FS_VAL, fontweight="bold")
+        frac = 1 - 2 * _PAD_FRAC - tw / tf.w_ours
+        need = max(need, (r["top1_mean"] + (r["top1_std"] or 0) - x0) / max(frac, 0.2))
+    return x0, x0 + need
+
+
+def _draw_ours_bar(tf: _TrajectoryFigure, y: int, r: Dict[str, Any], note: str, bg: str,
+                   x0: float, pad: float, per_inch: float) -> None:
+    """A row with a mean: its bar, error bar, value (inside the bar where it fits) and note."""
+    ax_o, m = tf.ax_o, r["top1_mean"]
+    kw = dict(height=0.66, left=x0, zorder=2, linewidth=1.0)
+    if r["branch"]:
+        ax_o.barh(y, m - x0, color="#C9D6EA", edgecolor=C_OURS_EDGE, hatch="///", **kw)
     else:
-        x0, x1 = 0.0, 100.0
-    ax_o.set_xlim(x0, x1)
-    pad = pad_frac * (x1 - x0)
-    per_inch = (x1 - x0) / w_ours
-    for y, r in zip(ys, rows):
-        m = r["top1_mean"]
-        if m is not None:
-            kw = dict(height=0.66, left=x0, zorder=2, linewidth=1.0)
-            if r["branch"]:
-                ax_o.barh(y, m - x0, color="#C9D6EA", edgecolor=C_OURS_EDGE, hatch="///", **kw)
-            else:
-                ax_o.barh(y, m - x0, color=C_OURS, edgecolor=C_OURS_EDGE, **kw)
-            sd = r["top1_std"] or 0.0
-            if r["top1_std"] is not None:
-                ax_o.errorbar(m, y, xerr=sd, fmt="none", ecolor="black", elinewidth=1.1, capsize=3.5, zorder=3)
-            value = f"{m:.1f}"
-            w_val = text_width(value, fontsize=fs_val, fontweight="bold") * per_inch
-            inside = m - sd - 2 * pad - w_val > x0
-            x_note = m + sd + pad
-            if inside:  # inside the bar, left of the error bar
-                box = dict(facecolor="white", edgecolor="none", pad=0.6, alpha=0.85) if r["branch"] else None
-                ax_o.text(m - sd - pad, y, value, ha="right", va="center", fontsize=fs_val, fontweight="bold",
-                          color=C_OURS_EDGE if r["branch"] else "white", zorder=4, bbox=box)
-            else:
-                ax_o.text(x_note, y, value, ha="left", va="center", fontsize=fs_val, fontweight="bold", zorder=4)
-                x_note += w_val + pad
-            ax_o.text(x_note, y, note_of(r), ha="left", va="center", fontsize=fs_note, color="#333333", zorder=4,
-                      bbox=dict(facecolor=band.get(y, "white"), edgecolor="none", pad=1.0))
-        else:
-            state = r["state"]
-            if state in ("failed", "running"):
-                ax_o.barh(y, 0.45 * (x1 - x0), left=x0, height=0.66, fill=False, zorder=2,
-                          edgecolor=C_FAIL if state == "failed" else "#777777",
-                          linestyle="--" if state == "failed" else ":", linewidth=1.3)
-                text = "failed" if state == "failed" else \
-                    (r["status"].replace(" of ", "/") if r["status"].startswith("running (") else "running")
-                ax_o.text(x0 + pad, y, text, ha="left", va="center", fontsize=fs_val, fontweight="bold",
-                          color=C_FAIL if state == "failed" else "#555555", zorder=4)
-            else:
-                ax_o.text(x0 + pad, y, "missing", ha="left", va="center", fontsize=fs_val,
-                          fontstyle="italic", color="#777777", zorder=4)
-    _style_top1_axis(ax_o)
+        ax_o.barh(y, m - x0, color=C_OURS, edgecolor=C_OURS_EDGE, **kw)
+    sd = r["top1_std"] or 0.0
+    if r["top1_std"] is not None:
+        ax_o.errorbar(m, y, xerr=sd, fmt="none", ecolor="black", elinewidth=1.1, capsize=3.5, zorder=3)
+    value = f"{m:.1f}"
+    w_val = tf.text_width(value, fontsize=_FS_VAL, fontweight="bold") * per_inch
+    inside = m - sd - 2 * pad - w_val > x0
+    x_note = m + sd + pad
+    if inside:  # inside the bar, left of the error bar
+        box = dict(facecolor="white", edgecolor="none", pad=0.6, alpha=0.85) if r["branch"] else None
+        ax_o.text(m - sd - pad, y, value, ha="right", va="center", fontsize=_FS_VAL, fontweight="bold",
+                  color=C_OURS_EDGE if r["branch"] else "white", zorder=4, bbox=box)
+    else:
+        ax_o.text(x_note, y, value, ha="left", va="center", fontsize=_FS_VAL, fontweight="bold", zorder=4)
+        x_note += w_val + pad
+    ax_o.text(x_note, y, note, ha="left", va="center", fontsize=_FS_NOTE, color="#333333", zorder=4,
+              bbox=dict(facecolor=bg, edgecolor="none", pad=1.0))
+
+
+def _draw_ours_unfinished(ax_o: Any, y: int, r: Dict[str, Any], x0: float, x1: float, pad: float) -> None:
+    """A row without a mean: an empty dashed (failed) or dotted (running) bar, else 'missing'."""
+    state = r["state"]
+    if state in ("failed", "running"):
+        ax_o.barh(y, 0.45 * (x1 - x0), left=x0, height=0.66, fill=False, zorder=2,
+                  edgecolor=C_FAIL if state == "failed" else "#777777",
+                  linestyle="--" if state == "failed" else ":", linewidth=1.3)
+        text = "failed" if state == "failed" else \
+            (r["status"].replace(" of ", "/") if r["status"].startswith("running (") else "running")
+        ax_o.text(x0 + pad, y, text, ha="left", va="center", fontsize=_FS_VAL, fontweight="bold",
+                  color=C_FAIL if state == "failed" else "#555555", zorder=4)
+    else:
+        ax_o.text(x0 + pad, y, "missing", ha="left", va="center", fontsize=_FS_VAL,
+                  fontstyle="italic", color="#777777", zorder=4)
+
+
+def _ours_title(meta: Dict[str, Any]) -> str:
+    """Our panel's title: dataset, scale, image size, width, epochs and seeds."""
     seeds = _join(meta["seeds"])
-    ax_o.set_title(f"Ours: {meta['dataset']}"
-                   + (f" ({meta['num_classes']} classes)" if meta.get("num_classes") else "")
-                   + f", {meta['scale']} scale\n{_join(meta['img_size'])} px, width ×{_join(meta['width_mult'])}, "
-                   f"{_join(meta['epochs'])} epoch{'s' if meta['epochs'] != [1] else ''}, "
-                   f"seed{'s' if len(meta['seeds']) != 1 else ''} {seeds}", fontsize=10.5, loc="left")
+    return (f"Ours: {meta['dataset']}"
+            + (f" ({meta['num_classes']} classes)" if meta.get("num_classes") else "")
+            + f", {meta['scale']} scale\n{_join(meta['img_size'])} px, width ×{_join(meta['width_mult'])}, "
+            f"{_join(meta['epochs'])} epoch{'s' if meta['epochs'] != [1] else ''}, "
+            f"seed{'s' if len(meta['seeds']) != 1 else ''} {seeds}")
+
+
+def _draw_ours(tf: _TrajectoryFigure, rows: List[Dict[str, Any]], meta: Dict[str, Any],
+               band: Dict[int, str]) -> None:
+    """Our panel: x-limits, one bar (or empty row) per step, style, title, the full model's line."""
+    max_n = max((r["n"] for r in rows), default=0)
+    x0, x1 = _ours_xlim(tf, rows, meta, max_n)
+    tf.ax_o.set_xlim(x0, x1)
+    pad = _PAD_FRAC * (x1 - x0)
+    per_inch = (x1 - x0) / tf.w_ours
+    for y, r in enumerate(rows):
+        if r["top1_mean"] is not None:
+            _draw_ours_bar(tf, y, r, _ours_note(r, meta, max_n), band.get(y, "white"), x0, pad, per_inch)
+        else:
+            _draw_ours_unfinished(tf.ax_o, y, r, x0, x1, pad)
+    _style_top1_axis(tf.ax_o)
+    tf.ax_o.set_title(_ours_title(meta), fontsize=10.5, loc="left")
     if meta["ablation_mode"]:
         full = next((r for r in rows if r["ablation"] == "none" and r["top1_mean"] is not None), None)
         if full is not None:
-            ax_o.axvline(full["top1_mean"], color="#333333", ls="--", lw=1, zorder=1.5)
+            tf.ax_o.axvline(full["top1_mean"], color="#333333", ls="--", lw=1, zorder=1.5)
 
-    # ---- paper ----------------------------------------------------------------------------------
-    if ax_p is not None:
-        pv = [(y, r) for y, r in zip(ys, rows) if r["paper_top1"] is not None]
-        vals = [r["paper_top1"] for _, r in pv]
-        swin = meta.get("swin") or {}
-        lo, hi = min(vals), max(vals + ([swin["top1"]] if swin.get("top1") else []))
-        p0 = math.floor(lo - 0.6)
-        w_paper = (panels - w_ours - 0.4)
-        need = (hi - p0) * 1.05
-        for _, r in pv:
-            tw = text_width(f"{r['paper_top1']:.2f}  ({r['paper_gflops'] or 0:.2f} GF)", fontsize=9) + 0.05
-            need = max(need, (r["paper_top1"] - p0) / max(1 - 0.035 - tw / w_paper, 0.2))
-        p1 = p0 + need
-        ax_p.set_xlim(p0, p1)
-        main_pts = [(r["paper_top1"], y) for y, r in pv if not r["branch"]]
-        if len(main_pts) > 1:
-            ax_p.plot([x for x, _ in main_pts], [y for _, y in main_pts], color=C_PAPER, lw=1.0, alpha=0.55, zorder=2)
-        for y, r in pv:
-            ax_p.plot([r["paper_top1"]], [y], marker="D", markersize=7.5, zorder=3, linestyle="none",
-                      markerfacecolor="white" if r["branch"] else C_PAPER, markeredgecolor=C_PAPER, markeredgewidth=1.5)
-            text = f"{r['paper_top1']:.2f}"
-            if r["paper_gflops"] is not None:
-                text += f"  ({r['paper_gflops']:.2f} GF)"
-            ax_p.text(r["paper_top1"] + 0.035 * (p1 - p0), y, text, ha="left", va="center", fontsize=9,
-                      color="#333333", zorder=4, bbox=dict(facecolor=band.get(y, "white"), edgecolor="none", pad=1.0))
-        if swin.get("top1"):
-            ax_p.axvline(swin["top1"], color="#777777", ls="--", lw=1.0, zorder=1.5)
-        _style_top1_axis(ax_p)
-        ax_p.set_title(f"Paper: ImageNet-1K, 224 px\n({meta['paper_cite_short']})", fontsize=10.5, loc="left")
 
+def _draw_paper(tf: _TrajectoryFigure, rows: List[Dict[str, Any]], meta: Dict[str, Any],
+                band: Dict[int, str]) -> None:
+    """The paper's panel: its top-1 per step as markers (main path joined), values, Swin's line."""
+    ax_p = tf.ax_p
+    pv = [(y, r) for y, r in enumerate(rows) if r["paper_top1"] is not None]
+    vals = [r["paper_top1"] for _, r in pv]
+    swin = meta.get("swin") or {}
+    lo, hi = min(vals), max(vals + ([swin["top1"]] if swin.get("top1") else []))
+    p0 = math.floor(lo - 0.6)
+    need = (hi - p0) * 1.05
+    for _, r in pv:
+        tw = tf.text_width(f"{r['paper_top1']:.2f}  ({r['paper_gflops'] or 0:.2f} GF)", fontsize=9) + 0.05
+        need = max(need, (r["paper_top1"] - p0) / max(1 - 0.035 - tw / tf.w_paper, 0.2))
+    p1 = p0 + need
+    ax_p.set_xlim(p0, p1)
+    main_pts = [(r["paper_top1"], y) for y, r in pv if not r["branch"]]
+    if len(main_pts) > 1:
+        ax_p.plot([x for x, _ in main_pts], [y for _, y in main_pts], color=C_PAPER, lw=1.0, alpha=0.55, zorder=2)
+    for y, r in pv:
+        ax_p.plot([r["paper_top1"]], [y], marker="D", markersize=7.5, zorder=3, linestyle="none",
+                  markerfacecolor="white" if r["branch"] else C_PAPER, markeredgecolor=C_PAPER, markeredgewidth=1.5)
+        text = f"{r['paper_top1']:.2f}"
+        if r["paper_gflops"] is not None:
+            text += f"  ({r['paper_gflops']:.2f} GF)"
+        ax_p.text(r["paper_top1"] + 0.035 * (p1 - p0), y, text, ha="left", va="center", fontsize=9,
+                  color="#333333", zorder=4, bbox=dict(facecolor=band.get(y, "white"), edgecolor="none", pad=1.0))
+    if swin.get("top1"):
+        ax_p.axvline(swin["top1"], color="#777777", ls="--", lw=1.0, zorder=1.5)
+    _style_top1_axis(ax_p)
+    ax_p.set_title(f"Paper: ImageNet-1K, 224 px\n({meta['paper_cite_short']})", fontsize=10.5, loc="left")
+
+
+def _trajectory_suptitle(meta: Dict[str, Any]) -> str:
+    """The figure's title: the ablation, another roadmap's endpoints, or the main roadmap's."""
     ends = meta["endpoints"]
     if meta["ablation_mode"]:
-        suptitle = "Leave-one-out ablation: ConvNeXt with each change reverted alone"
-    elif any(r != MAIN_ROADMAP for r in meta["roadmaps"]):
+        return "Leave-one-out ablation: ConvNeXt with each change reverted alone"
+    if any(r != MAIN_ROADMAP for r in meta["roadmaps"]):
         other = meta.get("other_endpoints")
-        suptitle = f"{other['start']} → {other['end']}, step by step" if other else \
+        return f"{other['start']} → {other['end']}, step by step" if other else \
             "Roadmap trajectory (" + ", ".join(meta["roadmaps"]) + ")"
-    else:
-        suptitle = f"Modernizing a ConvNet: {ends.get('start', 'ResNet')} → {ends.get('end', 'ConvNeXt')}, step by step"
-    fig.suptitle(suptitle, fontsize=13, fontweight="bold", x=0.01, ha="left", y=1 - 0.12 / height)
+    return f"Modernizing a ConvNet: {ends.get('start', 'ResNet')} → {ends.get('end', 'ConvNeXt')}, step by step"
+
+
+def _trajectory_legend(fig: Any, rows: List[Dict[str, Any]], meta: Dict[str, Any], has_paper: bool) -> None:
+    """The legend below the panels: only the entries the figure shows."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=C_OURS, edgecolor=C_OURS_EDGE, label=f"ours: mean top-1 over seeds ({meta.get('metric', 'last')} epoch)"),
                Line2D([], [], color="black", marker="|", markersize=9, lw=1.1, label="±1 std over seeds (ddof=1)")]
@@ -255,7 +331,21 @@ def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: P
     handles.append(Line2D([], [], color="none", label="beside bars: GFLOPs at 224 px, full width (fvcore)"))
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=9.5, frameon=False,
                bbox_to_anchor=(0.5, 0.0), handlelength=1.8, columnspacing=1.6)
-    return _png_svg(fig, out_dir, "trajectory")
+
+
+def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: PathLike) -> Tuple[Path, Path]:
+    """trajectory.png and .svg: labels | our bars (mean ± std) | the paper's top-1 as markers."""
+    out_dir = Path(out_dir)
+    tf = _trajectory_figure(rows)
+    _draw_step_labels(tf, rows)
+    band = _draw_groups(tf, rows)
+    _draw_ours(tf, rows, meta, band)
+    if tf.ax_p is not None:
+        _draw_paper(tf, rows, meta, band)
+    tf.fig.suptitle(_trajectory_suptitle(meta), fontsize=13, fontweight="bold", x=0.01, ha="left",
+                    y=1 - 0.12 / tf.height)
+    _trajectory_legend(tf.fig, rows, meta, has_paper=tf.ax_p is not None)
+    return _png_svg(tf.fig, out_dir, "trajectory")
 
 
 # =============================================================================================
