@@ -56,6 +56,10 @@ def test_budget_contrasts_changes_and_verdicts(tmp_path):
     assert (out / "budget.png").stat().st_size > 10_000 and (out / "budget.svg").is_file()
     md = (out / "verdicts.md").read_text()
     assert "| `proxy64_e20` |" in md and "not run" in md and "(2)" in md
+    walls = [json.loads(f.read_text())["wall_seconds"] for f in (results / "imagenette-proxy64_e20").rglob("metrics.json")]
+    assert result["cost"]["runs"] == 12 and result["cost"]["studies"].keys() == {"imagenette-proxy64_e20"}  # not proxy64
+    assert abs(result["cost"]["cap_used_min"] - sum(walls) / 2 / 60) < 1e-9
+    assert f"**{sum(walls) / 120:.0f} of the 600 min cap used**" in md
     [run] = list((out / "wandb").glob("offline-run-*-report-proxy64-budgets"))  # the W&B report run, offline
     assert list(run.glob("*.wandb")) and list(run.rglob("budget/figure*.png"))
 

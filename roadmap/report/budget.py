@@ -42,6 +42,9 @@ OTHER_BASES = {"proxy64": (0, "proxy64 (5 ep)"), "proxy64_e10": (6, "data 100 % 
 RIDEALONGS = [("layer_norm", "model.init=resnet"), ("fewer_norms", "model.init=convnext"),
               ("fewer_norms", "model.layer_scale=0")]
 SIX = ["modern_recipe", "kernel_7", "gelu", "fewer_norms", "layer_norm", "separate_downsampling"]
+CAP_MIN, LANES = 600, 2  # the design's cap: 10 h of this 2-core machine's wall time, two 1-thread lanes
+# the study's own run folders (proxy64 itself is the committed earlier study, not counted against the cap)
+STUDY_GLOBS = ("imagenette-proxy64_*", "imagenette-proxy64-ridealong")
 
 
 def paper_delta(name: str) -> float:
@@ -73,6 +76,23 @@ def load(results: Path) -> Dict[str, Dict[str, Dict[int, float]]]:
     runs = results / (STUDY.format("proxy64") + "-ridealong") / "runs"
     data["ridealong"] = {f"{s},{v}": t for s, v in RIDEALONGS if runs.is_dir() and (t := top1_by_seed(runs, s, v))}
     return data
+
+
+def cost(results: Path) -> Dict[str, Any]:
+    """What the kept runs cost against the cap: runs and summed wall time (all attempts) per study folder;
+    cap used = the sum over the two lanes."""
+    per: Dict[str, Dict[str, float]] = {}
+    for pattern in STUDY_GLOBS:
+        for f in sorted(results.glob(f"{pattern}/runs/*/*/metrics.json")):
+            r = read_run(f.parent)
+            if r.get("status") == "finished":
+                study = f.parents[3].name
+                per.setdefault(study, {"runs": 0, "wall_s": 0.0})
+                per[study]["runs"] += 1
+                per[study]["wall_s"] += float(r.get("wall_seconds") or 0)
+    total = sum(v["wall_s"] for v in per.values())
+    return {"studies": per, "runs": sum(int(v["runs"]) for v in per.values()), "wall_s": total,
+            "cap_used_min": total / LANES / 60, "cap_min": CAP_MIN}
 
 
 def contrast(steps: Dict[str, Dict[int, float]], name: str) -> Optional[Dict[str, Any]]:
@@ -182,7 +202,17 @@ def markdown(result: Dict[str, Any]) -> str:
         "## Contrasts per preset", "", markdown_table(rows, fields, headers), "",
         "## Hypotheses", "", markdown_table(hyp, ["h", "what", "value", "verdict"],
                                             ["", "measurement", "value ± SE", "verdict (pre-registered rule)"]), "",
-        "![budget](budget.png)", ""])
+        "![budget](budget.png)", "", *_cost_lines(result.get("cost")), ""])
+
+
+def _cost_lines(c: Optional[Dict[str, Any]]) -> List[str]:
+    if not c:
+        return []
+    rows = [{"study": f"`{k}`", "runs": int(v["runs"]), "wall": f"{v['wall_s'] / 60:.0f} min"} for k, v in c["studies"].items()]
+    return ["## Runs and the cap", "",
+            f"{c['runs']} kept runs, {c['wall_s'] / 60:.0f} min of run wall time (all attempts) on {LANES} lanes: "
+            f"**{c['cap_used_min']:.0f} of the {c['cap_min']} min cap used**.", "",
+            markdown_table(rows, ["study", "runs", "wall"], ["study folder", "kept runs", "summed wall time"])]
 
 
 def plot(result: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
@@ -259,7 +289,7 @@ def log_wandb(result: Dict[str, Any], out_dir: Path, mode: str) -> None:
 def build(results: Path, out: Optional[Path] = None, wandb_mode: str = "disabled") -> Path:
     out = Path(out or results / OUT)
     out.mkdir(parents=True, exist_ok=True)
-    result = analyse(load(Path(results)))
+    result = {**analyse(load(Path(results))), "cost": cost(Path(results))}
     plot(result, out)
     atomic_write_text(out / "verdicts.md", markdown(result))
     write_json(out / "budget.json", result)
