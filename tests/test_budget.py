@@ -60,6 +60,21 @@ def test_budget_contrasts_changes_and_verdicts(tmp_path):
     assert result["cost"]["runs"] == 12 and result["cost"]["studies"].keys() == {"imagenette-proxy64_e20"}  # not proxy64
     assert abs(result["cost"]["cap_used_min"] - sum(walls) / 2 / 60) < 1e-9
     assert f"**{sum(walls) / 120:.0f} of the 600 min cap used**" in md
+    # the study page's block: filled from the same result, twice gives the same page, prose kept
+    page = tmp_path / "docs" / "page.md"
+    page.parent.mkdir()
+    page.write_text(f"# Study\n\nprose before\n\n{budget.BEGIN}\nstale\n{budget.END}\n\nprose after\n")
+    assert budget.main([str(results), "--page", str(page)]) == 0
+    once = page.read_text()
+    assert budget.main([str(results), "--page", str(page)]) == 0
+    assert page.read_text() == once and "stale" not in once and once.startswith("# Study\n\nprose before\n\n")
+    assert once.endswith(f"{budget.END}\n\nprose after\n") and "![budget figure](../results/proxy64-budgets/budget.png)" in once
+    h1 = f"| H1 | Δ_arch(20 ep) − Δ_arch(5 ep) | {h1['D']:+.2f} ± {h1['se']:.2f} | supported — provisional (2 seeds) |"
+    assert h1 in once and "| `proxy64_e20` |" in once
+    page.write_text("no block here\n")
+    before = (out / "verdicts.md").stat().st_mtime_ns
+    assert budget.main([str(results), "--page", str(page)]) == 2  # refused before anything is written
+    assert (out / "verdicts.md").stat().st_mtime_ns == before
     [run] = list((out / "wandb").glob("offline-run-*-report-proxy64-budgets"))  # the W&B report run, offline
     assert list(run.glob("*.wandb")) and list(run.rglob("budget/figure*.png"))
 
