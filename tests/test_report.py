@@ -538,6 +538,8 @@ def test_new_seed_range_and_the_spread_check(scored: Path, tmp_path: Path, capsy
     assert spread.setting_differences(
         {"seed": 0, "sweep_id": "a", "scale": {"threads": None, "epochs": 5}, "recipe": {"sched": "cosine", "decay_milestones": [30, 60, 80]}},
         {"seed": 7, "sweep_id": "b", "scale": {"threads": 1, "epochs": 5, "loader": "cpu"}, "recipe": {"sched": "cosine", "decay_milestones": [30, 60]}}) == []
+    assert spread.setting_differences({"model": {"act": "gelu"}}, {"model": {"act": "gelu", "zero_init_last": False}}) == [
+        "model.zero_init_last=False but the study's runs have model.zero_init_last=True"]  # LEGACY: older runs had True
     assert spread.setting_differences({"recipe": {"sched": "step", "decay_milestones": [30, 60, 80]}},
                                       {"recipe": {"sched": "step", "decay_milestones": [30, 60]}}) == [
         "recipe.decay_milestones=[30, 60] but the study's runs have recipe.decay_milestones=[30, 60, 80]"]

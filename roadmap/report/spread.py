@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..config import LEGACY
 from ..ridealong import flatten
 from .collect import collect, find_run_dirs, read_run
 from .stats import METRICS, PI_FORMULA, PI_LEVEL
@@ -40,9 +41,10 @@ ACTS_ONLY_IF = {"recipe.decay_milestones": ("recipe.sched", "step"), "recipe.dec
 
 def setting_differences(study_config: Dict[str, Any], run_config: Dict[str, Any]) -> List[str]:
     """`key=<run's> but the study's runs have key=<study's>` for every setting both configs record and
-    that differs (a key only one of them has, e.g. one added after older runs, is not compared)."""
-    a = {k.lstrip("."): v for k, v in flatten(study_config, "").items()}
-    b = {k.lstrip("."): v for k, v in flatten(run_config, "").items()}
+    that differs. A key added after older runs were recorded counts with its LEGACY value (the value
+    that reproduces the code before it); any other key only one of them has is not compared."""
+    a = {**LEGACY, **{k.lstrip("."): v for k, v in flatten(study_config, "").items()}} if study_config else {}
+    b = {**LEGACY, **{k.lstrip("."): v for k, v in flatten(run_config, "").items()}} if run_config else {}
 
     def acts(k: str) -> bool:
         key, value = ACTS_ONLY_IF.get(k, (None, None))
