@@ -234,7 +234,8 @@ def plot(result: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
               ("other", "other reductions")]
     for ax, (panel, title) in zip(axes, panels):
         if not any(PRESETS[p][0] == panel and any(v.values()) for p, v in result["contrasts"].items()):
-            ax.text(0.5, 0.5, ("the reductions" if panel == "other" else "this rule") + ": not run yet", transform=ax.transAxes, ha="center", va="center", color="grey", fontsize=11)
+            ax.text(0.5, 0.5, ("the reductions" if panel == "other" else "this rule") + ": not run yet",
+                    transform=ax.transAxes, ha="center", va="center", color="grey", fontsize=11)
         for c, (_, _, label) in CONTRASTS.items():
             pts = [(PRESETS[p][1], v[c]) for p, v in result["contrasts"].items() if PRESETS[p][0] == panel and v[c]]
             if panel == "other":
