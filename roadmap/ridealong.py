@@ -48,11 +48,12 @@ def sources() -> Dict[str, Any]:
         return yaml.safe_load(f)
 
 
-def flatten(tree: Any, prefix: str) -> Dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> Dict[str, Any]:
+    """A nested config as {'a.b.c': value} (keys under `prefix`, if given)."""
     if isinstance(tree, dict):
         out: Dict[str, Any] = {}
         for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}.{k}"))
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: tree}
 

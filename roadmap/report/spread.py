@@ -43,8 +43,8 @@ def setting_differences(study_config: Dict[str, Any], run_config: Dict[str, Any]
     """`key=<run's> but the study's runs have key=<study's>` for every setting both configs record and
     that differs. A key added after older runs were recorded counts with its LEGACY value (the value
     that reproduces the code before it); any other key only one of them has is not compared."""
-    a = {**LEGACY, **{k.lstrip("."): v for k, v in flatten(study_config, "").items()}} if study_config else {}
-    b = {**LEGACY, **{k.lstrip("."): v for k, v in flatten(run_config, "").items()}} if run_config else {}
+    a = {**LEGACY, **flatten(study_config)} if study_config else {}
+    b = {**LEGACY, **flatten(run_config)} if run_config else {}
 
     def acts(k: str) -> bool:
         key, value = ACTS_ONLY_IF.get(k, (None, None))
