@@ -108,3 +108,23 @@ def test_the_figure_s_presets_agree_with_the_scale_configs():
                 assert f"data {share} %" in label and scale.epochs * scale.max_train_samples // 64 in range(1470, 1490), preset
             else:
                 assert scale.epochs == 5 and "5 ep" in label, preset
+
+
+def test_budget_ridealong_rows(tmp_path):
+    """H5: each pre-registered ride-along variant is paired by seed with its step's proxy64 runs; a
+    variant not run yet still has its row."""
+    results = tmp_path / "results"
+    _copy(results / "imagenette-proxy64" / "runs", (0, 1, 2))
+    variant = results / "imagenette-proxy64-ridealong" / "runs" / "layer_norm"
+    for k, shift in ((0, 5.0), (1, 6.0)):  # variant - preset = +5, +6: mean +5.5, SE 0.5
+        d = variant / f"seed{k},model.init=resnet"
+        shutil.copytree(PROXY64 / "layer_norm" / f"seed{k}", d)
+        m = json.loads((d / "metrics.json").read_text())
+        m["top1"] += shift
+        (d / "metrics.json").write_text(json.dumps(m))
+    hyp = budget.analyse(budget.load(results))["hypotheses"]
+    h5 = hyp["H5 layer_norm,model.init=resnet"]
+    assert abs(h5["D"] - 5.5) < 1e-9 and abs(h5["se"] - 0.5) < 1e-9
+    assert h5["verdict"] == "moves the step's Δ beyond 2 SE — provisional (2 seeds)"
+    assert hyp["H5 fewer_norms,model.init=convnext"]["verdict"] == "not run"
+    assert hyp["H5 fewer_norms,model.layer_scale=0"]["verdict"] == "not run"

@@ -166,11 +166,12 @@ def analyse(data: Dict[str, Any]) -> Dict[str, Any]:
         g = per_step_gain(data, rule, base)
         hyp[key] = {"D": g.get("mean"), "se": g.get("se"), "verdict": g["verdict"],
                     "what": "mean over the six steps of top-1(budget rule) − top-1(recipe)"}
-    for name, runs in (data.get("ridealong") or {}).items():
-        step = name.split(",")[0]
-        p = stats.paired(runs, data.get("proxy64", {}).get(step, {}))
-        v = "not run" if not p["n"] or p["se"] is None else (
+    for step, variant in RIDEALONGS:  # every pre-registered variant gets a row, run or not
+        name = f"{step},{variant}"
+        p = stats.paired(data.get("ridealong", {}).get(name, {}), data.get("proxy64", {}).get(step, {}))
+        v = "not run" if not p["n"] else "1 seed: no SE yet" if p["se"] is None else (
             "moves the step's Δ beyond 2 SE" if abs(p["delta"]) > 2 * p["se"] else "within 2 SE")
+        v += " — provisional (2 seeds)" if p["n"] == 2 else ""
         hyp[f"H5 {name}"] = {"D": p["delta"], "se": p["se"], "verdict": v, "what": f"top-1({name}) − top-1({step})"}
     return {"contrasts": table, "hypotheses": hyp}
 
