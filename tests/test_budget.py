@@ -65,8 +65,9 @@ def test_budget_contrasts_changes_and_verdicts(tmp_path):
     page.parent.mkdir()
     page.write_text(f"# Study\n\nprose before\n\n{budget.BEGIN}\nstale\n{budget.END}\n\nprose after\n")
     assert budget.main([str(results), "--page", str(page)]) == 0
-    once = page.read_text()
+    once, svg = page.read_text(), (out / "budget.svg").read_bytes()
     assert budget.main([str(results), "--page", str(page)]) == 0
+    assert (out / "budget.svg").read_bytes() == svg  # no random ids, no date: a rebuild is byte-identical
     assert page.read_text() == once and "stale" not in once and once.startswith("# Study\n\nprose before\n\n")
     assert once.endswith(f"{budget.END}\n\nprose after\n") and "![budget figure](../results/proxy64-budgets/budget.png)" in once
     h1 = f"| H1 | Δ_arch(20 ep) − Δ_arch(5 ep) | {h1['D']:+.2f} ± {h1['se']:.2f} | supported — provisional (2 seeds) |"

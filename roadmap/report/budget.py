@@ -22,6 +22,7 @@ from ..files import atomic_write_text, markdown_table, write_json
 from . import stats
 from .collect import read_run
 from .paper import regime_ref
+from .plots import save_png_svg
 
 STUDY = "imagenette-{}"
 OUT = "proxy64-budgets"
@@ -271,13 +272,9 @@ def plot(result: Dict[str, Any], out_dir: Path) -> Tuple[Path, Path]:
     fig.suptitle("Why the CPU proxy disagrees: contrasts vs budget (Imagenette, 64 px, width ×0.25 unless noted)",
                  fontsize=11)
     fig.tight_layout()
-    png, svg = out_dir / "budget.png", out_dir / "budget.svg"
-    for path in (png, svg):
-        tmp = path.with_name(path.name + ".tmp")
-        fig.savefig(tmp, dpi=130, format=path.suffix[1:])
-        tmp.replace(path)
+    paths = save_png_svg(fig, out_dir, "budget")
     plt.close(fig)
-    return png, svg
+    return paths
 
 
 def log_wandb(result: Dict[str, Any], out_dir: Path, mode: str) -> None:

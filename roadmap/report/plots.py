@@ -28,11 +28,16 @@ def _uniq(values: Any) -> List[Any]:
 C_OURS, C_OURS_EDGE, C_PAPER, C_FAIL, C_BAND = "#4C72B0", "#2E4A7A", "#DD8452", "#B22222", "#F2F2F2"
 
 
-def _png_svg(fig: Any, out_dir: Path, stem: str) -> Tuple[Path, Path]:
+def save_png_svg(fig: Any, out_dir: Path, stem: str) -> Tuple[Path, Path]:
+    """<stem>.png and <stem>.svg in out_dir, written atomically; the SVG without a date and with ids
+    seeded by the stem, so that a rebuild from the same runs is byte-identical."""
+    import matplotlib
+
     paths = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None)
+        with matplotlib.rc_context({"svg.hashsalt": stem}):  # SVG ids from the stem, not random: a rebuild is byte-identical
+            fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None)
         paths.append(atomic_write_bytes(out_dir / f"{stem}.{ext}", buf.getvalue()))
     return paths[0], paths[1]
 
@@ -345,7 +350,7 @@ def plot_trajectory(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: P
     tf.fig.suptitle(_trajectory_suptitle(meta), fontsize=13, fontweight="bold", x=0.01, ha="left",
                     y=1 - 0.12 / tf.height)
     _trajectory_legend(tf.fig, rows, meta, has_paper=tf.ax_p is not None)
-    return _png_svg(tf.fig, out_dir, "trajectory")
+    return save_png_svg(tf.fig, out_dir, "trajectory")
 
 
 # =============================================================================================
@@ -454,7 +459,7 @@ def plot_learning_curves(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_d
     fig.suptitle(f"Learning curves: {_scale_line(meta)}", fontsize=13, fontweight="bold", x=0.01, ha="left", y=0.975)
     fig.text(0.01, 0.905, f"Every step of the sweep, coloured from the first (dark) to the last (light); {seeds}.",
              fontsize=10, color="#333333")
-    return _png_svg(fig, out_dir, "learning_curves")
+    return save_png_svg(fig, out_dir, "learning_curves")
 
 
 # =============================================================================================
@@ -567,7 +572,7 @@ def plot_cost_accuracy(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir
                  fontsize=13, fontweight="bold", x=0.01, ha="left", y=0.975)
     fig.text(0.01, 0.905, "x: the architecture's cost at the paper's size (not at the trained scale); grey line: the "
              "main path in roadmap order; hollow: side branch.", fontsize=10, color="#333333")
-    return _png_svg(fig, out_dir, "cost_accuracy")
+    return save_png_svg(fig, out_dir, "cost_accuracy")
 
 
 def plot_all(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: PathLike) -> List[str]:
