@@ -36,7 +36,7 @@ def save_png_svg(fig: Any, out_dir: Path, stem: str) -> Tuple[Path, Path]:
     paths = []
     for ext in ("png", "svg"):
         buf = io.BytesIO()
-        with matplotlib.rc_context({"svg.hashsalt": stem}):  # SVG ids from the stem, not random: a rebuild is byte-identical
+        with matplotlib.rc_context({"svg.hashsalt": stem}):
             fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None, metadata={"Date": None} if ext == "svg" else None)
         paths.append(atomic_write_bytes(out_dir / f"{stem}.{ext}", buf.getvalue()))
     return paths[0], paths[1]
