@@ -56,6 +56,8 @@ def _draw_panel(ax: Any, panel: Panel, fig: Figure, result: Dict[str, Any], spec
     if panel.x is None:
         ticks = {x: label for x, _, label in at}
         ax.set_xticks(sorted(ticks), [ticks[k] for k in sorted(ticks)], rotation=30, ha="right", fontsize=8)
+        if panel.xlim:
+            ax.set_xlim(*panel.xlim)
         return
     if panel.xscale == "log2":
         ax.set_xscale("log", base=2)
@@ -86,13 +88,16 @@ def plot_contrasts(fig_spec: Figure, result: Dict[str, Any], spec: Spec, out_dir
     return paths
 
 
-def _study_label(name: str, study: Dict[str, Any]) -> str:
-    s = study.get("scores")
-    label = f"{study['label']} (`{name}`)" if study["label"] != name else name
-    if not study["finished"]:
+def _study_label(study: Dict[str, Any], steps: List[str]) -> str:
+    """The legend entry: label, then ρ and k where every step is measured, else how many steps are."""
+    s, label = study.get("scores"), study["label"]
+    measured = sum(st in study["top1"] for st in steps)
+    if not measured:
         return f"{label}: not run"
-    if s and s["rho"] is not None:
-        label += f": ρ {s['rho']:+.2f}, {s['k']} of {s['of']} big-step signs"
+    if measured < len(steps):
+        return f"{label}: {measured} of {len(steps)} steps so far"
+    if s and s["rho"] is not None and s["steps"] == len(steps):
+        label += f": ρ {s['rho']:+.2f}, {s['k']} of {s['of']} big-step signs agree"
     return label
 
 
@@ -113,16 +118,19 @@ def plot_trajectories(fig_spec: Figure, result: Dict[str, Any], spec: Spec, out_
         dx = 0.09 * (i - (k - 1) / 2)  # the studies side by side at each step
         ys = [p["mean"] if p else math.nan for p in pts]
         ax.plot([x + dx for x in xs], ys, "-o", color=colour, lw=1.6, markersize=4.5, zorder=3,
-                label=_study_label(name, study))
+                label=_study_label(study, steps))
         for x, p in zip(xs, pts):
             if p and p["n"] > 1:
                 ax.vlines(x + dx, p["min"], p["max"], color=colour, lw=1.2, zorder=2)
     paper = [paper_top1(s, spec.regime) for s in steps]
-    axp.plot([x for x, v in zip(xs, paper) if v is not None], [v for v in paper if v is not None], "-D",
-             color=C_PAPER, markersize=5, lw=1.2)
+    known = [v for v in paper if v is not None]
+    axp.plot([x for x, v in zip(xs, paper) if v is not None], known, "-D", color=C_PAPER, markersize=5, lw=1.2,
+             label=f"paper: ImageNet-1K, 224 px (Liu et al. 2022, {PAPER_TABLE.get(spec.regime, 'the paper')})")
     for x, v in zip(xs, paper):
         if v is not None:
             axp.annotate(f"{v:.2f}", (x, v), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7.5)
+    if known:
+        axp.set_ylim(min(known) - 0.8, max(known) + 1.2)
     for a in (ax, axp):
         a.grid(color="#DDDDDD", lw=0.7)
         a.set_axisbelow(True)
@@ -131,10 +139,10 @@ def plot_trajectories(fig_spec: Figure, result: Dict[str, Any], spec: Spec, out_
     ax.tick_params(labelbottom=False)
     axp.set_xticks(xs, [step_info(s)["label"] for s in steps], rotation=35, ha="right", fontsize=9)
     seeds = sorted({k for name in fig_spec.studies for k in result["studies"][name]["seeds"]})
-    ax.set_ylabel(f"ours: top-1 (%), mean over seeds {' '.join(map(str, seeds))}\nbars: min–max", fontsize=9.5)
-    axp.set_ylabel(f"paper: top-1 (%)\nImageNet-1K, 224 px", fontsize=9.5)
-    axp.set_title(f"Paper (Liu et al. 2022, {PAPER_TABLE.get(spec.regime, 'the paper')})", fontsize=9.5, loc="left")
+    ax.set_ylabel(f"ours: top-1 (%), mean over seeds {', '.join(map(str, seeds))}\nbars: min–max", fontsize=9.5)
+    axp.set_ylabel("paper: top-1 (%)", fontsize=9.5)
     ax.legend(fontsize=8.5, loc="best", frameon=False)
+    axp.legend(fontsize=8.5, loc="lower right", frameon=False)
     ax.set_title(fig_spec.title, fontsize=11.5, loc="left")
     fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=0.2)
     return save_png_svg(fig, out_dir, fig_spec.name)

@@ -87,10 +87,11 @@ def _cost_lines(c: Optional[Dict[str, Any]]) -> List[str]:
     if not c:
         return []
     rows = [{"study": f"`{k}`", "runs": int(v["runs"]), "wall": f"{v['wall_s'] / 60:.0f} min"} for k, v in c["studies"].items()]
+    table = markdown_table(rows, ["study", "runs", "wall"], ["study folder", "kept runs", "summed wall time"]) \
+        if rows else "No kept run in the cap's folders yet.\n"
     return ["## Runs and the cap", "",
             f"{c['runs']} kept runs, {c['wall_s'] / 60:.0f} min of run wall time (all attempts) on {c['lanes']} lanes: "
-            f"**{c['cap_used_min']:.0f} of the {c['cap_min']:g} min cap used**.", "",
-            markdown_table(rows, ["study", "runs", "wall"], ["study folder", "kept runs", "summed wall time"])]
+            f"**{c['cap_used_min']:.0f} of the {c['cap_min']:g} min cap used**.", "", table]
 
 
 def markdown(result: Dict[str, Any], spec: Spec, out: Path, command: str) -> str:
