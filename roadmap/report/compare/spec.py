@@ -344,7 +344,11 @@ def _hypothesis(name: str, node: Any, where: str, spec: Dict[str, Any], earlier:
         if k in node:
             setattr(h, "frm" if k == "from" else "to", _choice(node[k], f"{where}.{k}", list(studies)))
     if "contrast" in node:
-        h.contrast = _choice(node["contrast"], f"{where}.contrast", list(contrasts))
+        if node["contrast"] not in contrasts:
+            raise SpecError(f"{where}.contrast: {node['contrast']!r} is not a contrast of this spec; declared: "
+                            f"{', '.join(contrasts) or 'none'} (add it under 'contrasts': reference.yaml has "
+                            f"{', '.join(named_contrasts(MAIN_ROADMAP))}, or {{name: {{from, to}}}})")
+        h.contrast = node["contrast"]
     if "steps" in node:
         h.steps = _steps(node["steps"], f"{where}.steps")
     if "studies" in node:
@@ -380,8 +384,9 @@ def _panel(node: Any, where: str, studies: Dict[str, Study]) -> Panel:
         if item is None:
             points.append(None)
             continue
-        name, label = (item, item) if isinstance(item, str) else next(iter(item.items())) \
-            if isinstance(item, dict) and len(item) == 1 else (None, None)
+        if not isinstance(item, str) and not (isinstance(item, dict) and len(item) == 1):
+            raise SpecError(f"{w}: expected a study, {{study: label}} or null (a gap), got {_show(item)}")
+        name, label = (item, item) if isinstance(item, str) else next(iter(item.items()))
         points.append((_choice(name, w, list(studies)), _text(label, w)))
     p = Panel(title=_text(node.get("title", ""), f"{where}.title") if node.get("title") else "", points=points,
               xscale=_choice(node.get("xscale", "linear"), f"{where}.xscale", ("linear", "log2")),
@@ -403,7 +408,9 @@ def _panel(node: Any, where: str, studies: Dict[str, Study]) -> Panel:
 
 
 def _figure(name: str, node: Any, where: str, spec: Dict[str, Any]) -> Figure:
-    kind = _choice((node or {}).get("kind") if isinstance(node, dict) else None, f"{where}.kind", FIGURE_KINDS)
+    if not isinstance(node, dict) or "kind" not in node:
+        raise SpecError(f"{where}: expected a mapping with 'kind' ({', '.join(FIGURE_KINDS)})")
+    kind = _choice(node["kind"], f"{where}.kind", FIGURE_KINDS)
     studies = spec["studies"]
     if kind == "contrasts":
         node = _mapping(node, where, ("kind", "title", "ylabel", "contrasts", "panels"), ("panels",))
