@@ -86,6 +86,12 @@ def big_steps(regime: str = DEFAULT_REGIME, roadmap: str = MAIN_ROADMAP,
     return out
 
 
+def named_contrasts(roadmap: str = MAIN_ROADMAP) -> Dict[str, Dict[str, str]]:
+    """The named paired contrasts of reference.yaml (`<roadmap>.contrasts`): name -> {'from', 'to', 'label'};
+    their paper Δ is `paper_delta(to, from, regime)`."""
+    return {k: dict(v) for k, v in (get(reference(), f"{roadmap}.contrasts") or {}).items()}
+
+
 def architecture_start(roadmap: str = MAIN_ROADMAP) -> Optional[str]:
     """The last main-path step of the training-recipe group: from there on only the network
     changes (modern_recipe for the ConvNeXt roadmap); None for roadmaps without one."""
