@@ -78,15 +78,17 @@ def encode(images: np.ndarray, quality: int = WEBP_QUALITY) -> Tuple[np.ndarray,
 def pack_data(root: Path, out: Path, size: int, name: str = "imagenette", quality: int = WEBP_QUALITY,
               max_samples: Optional[Dict[str, int]] = None, workers: int = 2,
               cache_dir: Optional[Path] = None) -> Dict[str, object]:
-    """Write `out` (.npz): for each split its prepared cache at `size` px, WebP-encoded."""
+    """Write `out` (.npz): for each split its prepared cache at `size` px, WebP-encoded. The files
+    the cache refused (roadmap.images) are left out and named in info["<split>_refused"]."""
     from .data import prepare_cache
+    from .images import printable
 
     arrays: Dict[str, np.ndarray] = {}
     info: Dict[str, object] = {"name": name, "size": size, "quality": quality, "source": str(root)}
     classes = None
     for split in ("train", "val"):
-        ds, _ = prepare_cache(name, split, root / split, size, cache_dir or _cache_dir(),
-                              (max_samples or {}).get(split), workers=workers)
+        ds, ci = prepare_cache(name, split, root / split, size, cache_dir or _cache_dir(),
+                               (max_samples or {}).get(split), workers=workers)
         if classes is not None and ds.classes != classes:
             raise ValueError(f"class folders differ between train/ and {split}/")
         classes = ds.classes
@@ -94,6 +96,7 @@ def pack_data(root: Path, out: Path, size: int, name: str = "imagenette", qualit
         arrays[f"{split}_bytes"], arrays[f"{split}_offsets"] = data, offsets
         arrays[f"{split}_labels"] = np.asarray(ds.labels, dtype=np.int16)
         info[f"{split}_images"] = len(ds)
+        info[f"{split}_refused"] = {printable(f): r for f, r in ci.refused.items()}
     info["classes"] = classes
     arrays["meta"] = np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,6 +243,11 @@ def build(out: Path, data_root: Path, log=print) -> None:
         log(f"data: Imagenette's prepared cache at {size} px as WebP q{WEBP_QUALITY} -> {npz}")
         info = pack_data(data_root, npz, size)
         log(f"  {info['train_images']} train + {info['val_images']} val images")
+        from .images import naming
+
+        for split in ("train", "val"):
+            if info[f"{split}_refused"]:
+                log(f"  {split}: {len(info[f'{split}_refused'])} refused and left out: {naming(info[f'{split}_refused'])}")
     from .train import git_commit
 
     (out / "MANIFEST.json").write_text(json.dumps({

@@ -8,8 +8,11 @@ random erasing; or resize + centre crop for eval). Mixup/CutMix work on batches 
 Every sample's augmentation is seeded by (seed, epoch, index): results do not depend on the number
 of loader workers, and a resumed run sees exactly the images an uninterrupted run would.
 
-Corrupt images are skipped with a warning and counted (`skipped_files` in metrics.json): the cache
-finds them when it decodes everything once; the JPEG loader finds them when it first reads them.
+A file that cannot be used as an image is refused (roadmap.images: decoders, PIL's guards, odd
+modes, the file system, names), skipped and counted per split (`skipped_by_split` in metrics.json),
+named in one log line and listed in the run directory's refused_images.tsv: the cache finds them all
+when it decodes everything once (the summary line names them); the folder loader finds each when it
+first reads it. Only a class or a split left without a usable file ends the run, with one line naming it.
 
 The prepared cache is checked before it is memory-mapped (file sizes and .npy headers against its
 metadata, digests of sampled blocks): a damaged one (cut short, swapped, zero-filled) is rebuilt
@@ -38,11 +41,10 @@ import shlex
 import shutil
 import signal
 import time
-import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -53,6 +55,7 @@ from .config import ConfigError
 from .device_data import build_device_data
 from .faults import injected_write_fault
 from .files import atomic_write_text, reporting_full_disk, space_error
+from .images import Refused, append_refused, naming, printable, read_refused, read_rgb, write_refused
 from .loading import Data, EpochSampler, cache_size_for
 from .rundir import ignore_stop_signals_in_worker
 
@@ -63,6 +66,14 @@ CACHE_VERSION = 1
 
 class DataError(ConfigError):
     """The data cannot be found or read. One line for the user."""
+
+    def __init__(self, message: str = "") -> None:
+        # Raised in a DataLoader worker, it reaches the training process as DataError("Caught DataError
+        # in DataLoader worker process 0.\nOriginal Traceback ...\nroadmap.data.DataError: <message>"):
+        # the one line is the traceback's last one.
+        if message.startswith("Caught DataError") and "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,17 +129,32 @@ def ensure_imagenette(root: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Base datasets: (PIL RGB image, label)
 # ---------------------------------------------------------------------------------------------
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link that loops (ELOOP) or that this user may not follow: not a folder
+        return False
+
+
+def _entries(folder: Path) -> List[os.DirEntry]:
+    try:
+        return list(os.scandir(folder))
+    except OSError as e:
+        raise DataError(f"folder {printable(str(folder))} cannot be listed: {e.strerror} "
+                        f"({errno.errorcode.get(e.errno or 0, e.errno)})") from None
+
+
 def scan_folder(split_dir: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
     """ImageFolder's class order (sorted folder names) and its (path, label) list."""
     if not split_dir.is_dir():
         raise DataError(f"data split folder {str(split_dir)!r} does not exist; expected <root>/{split_dir.name}/<class>/<image>")
-    classes = sorted(d.name for d in os.scandir(split_dir) if d.is_dir())
+    classes = sorted(d.name for d in _entries(split_dir) if _is_dir(d))
     samples = []
     for label, c in enumerate(classes):
-        for f in sorted(os.scandir(split_dir / c), key=lambda e: e.name):
-            # as ImageFolder: extension compared case-insensitively, links listed even when dangling
-            # (a missing source file is then reported by the reader, not silently dropped)
-            if not f.is_dir() and f.name.lower().endswith(IMAGE_EXTS):
+        for f in sorted(_entries(split_dir / c), key=lambda e: e.name):
+            # as ImageFolder: extension compared case-insensitively, links listed even when dangling or
+            # looping (the reader then refuses them, naming why: not silently dropped)
+            if not _is_dir(f) and f.name.lower().endswith(IMAGE_EXTS):
                 samples.append((f.path, label))
     if not samples:
         raise DataError(f"no images in {str(split_dir)!r}; expected <class>/<image>{IMAGE_EXTS[0]} files inside")
@@ -147,7 +173,7 @@ def imagenet_image_root(root: Path) -> Path:
 
 
 def _is_flat(split_dir: Path) -> bool:
-    return split_dir.is_dir() and any(not e.is_dir() and e.name.lower().endswith(IMAGE_EXTS) for e in os.scandir(split_dir))
+    return split_dir.is_dir() and any(not _is_dir(e) and e.name.lower().endswith(IMAGE_EXTS) for e in _entries(split_dir))
 
 
 def _label_files(data: Any, root: Path, split_dir: Path) -> List[Path]:
@@ -194,7 +220,7 @@ def scan_imagenet(data: Any, root: Path, split: str) -> Tuple[List[str], List[Tu
     split_dir = base / split
     if not _is_flat(split_dir):
         return scan_folder(split_dir)
-    classes = sorted(d.name for d in os.scandir(base / data.train_split) if d.is_dir()) \
+    classes = sorted(d.name for d in _entries(base / data.train_split) if _is_dir(d)) \
         if (base / data.train_split).is_dir() else []
     found = _label_files(data, root, split_dir)
     if getattr(data, "val_labels", None) and not found[0].is_file():
@@ -207,8 +233,8 @@ def scan_imagenet(data: Any, root: Path, split: str) -> Tuple[List[str], List[Tu
     labels = _val_labels(found[0])
     index = {c: i for i, c in enumerate(classes)}
     samples, missing, unknown = [], [], set()
-    for e in sorted(os.scandir(split_dir), key=lambda e: e.name):
-        if e.is_dir() or not e.name.lower().endswith(IMAGE_EXTS):
+    for e in sorted(_entries(split_dir), key=lambda e: e.name):
+        if _is_dir(e) or not e.name.lower().endswith(IMAGE_EXTS):
             continue
         w = labels.get(os.path.splitext(e.name)[0])
         if w is None:
@@ -241,47 +267,88 @@ def balanced_subset(labels: Sequence[int], n: Optional[int]) -> List[int]:
     return keep
 
 
-def load_rgb(path: str) -> Image.Image:
-    with open(path, "rb") as f:
-        img = Image.open(f)
-        img.load()
-    return img.convert("RGB")  # ~1.8 % of Imagenette is grayscale
+def emptied_error(split_dir: Path, classes: Sequence[str], samples: Sequence[Tuple[str, int]],
+                  kept_labels: Sequence[int], refused: Mapping[str, str], where: str) -> Optional[DataError]:
+    """The one-line error when refusals left the split, or a class of it, without a usable file
+    (None if not). `refused`: {sample path: reason}, for the example the line gives."""
+    if not refused:
+        return None
+    left = {int(y) for y in kept_labels}
+    emptied = sorted({y for _, y in samples} - left)
+    if left and not emptied:
+        return None
+    if left:
+        what = f"class {printable(classes[emptied[0]])!r} in {printable(str(split_dir))}"
+        files = [p for p, y in samples if y == emptied[0]]
+    else:
+        what, files = printable(str(split_dir)), [p for p, _ in samples]
+    eg = next((f", e.g. {printable(os.path.relpath(p, split_dir))}: {refused[p]}" for p in files if p in refused), "")
+    return DataError(f"every image of {what} was refused ({len(files)} files{eg}; listed in {where}); repair or remove "
+                     f"them: a class or a split without a usable image cannot be trained or evaluated on")
 
 
 class FolderImages(Dataset):
-    """JPEG folder, decoded on every read. A corrupt file is replaced by the next readable one."""
+    """Image files decoded on every read. A refused file (roadmap.images) is skipped: the next usable
+    one is read in its place. Which files were refused is shared by every loader process (a flag per
+    file), so each is named once, in one log line, and appended to `listing`; a class or the split
+    left without a usable file stops the run with one line naming it (emptied_error)."""
 
-    def __init__(self, samples: List[Tuple[str, int]], classes: List[str]):
+    def __init__(self, samples: List[Tuple[str, int]], classes: List[str], split: str = "train",
+                 split_dir: Optional[Path] = None, listing: Optional[Path] = None):
         self.samples, self.classes = samples, classes
         self.targets = [y for _, y in samples]
-        self.skipped = mp.Value("i", 0)
+        self._labels = np.asarray(self.targets, dtype=np.int64)
+        self.split, self.listing = split, listing
+        self.split_dir = split_dir or Path(samples[0][0]).parent.parent
+        self.refused_flags = mp.RawArray("b", len(samples))  # shared with forked loader workers
+        self.lock = mp.Lock()
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> Tuple[Image.Image, int]:
         for k in range(len(self.samples)):
-            path, y = self.samples[(i + k) % len(self.samples)]
+            j = (i + k) % len(self.samples)
+            if self.refused_flags[j]:
+                continue
+            path, y = self.samples[j]
             try:
-                return load_rgb(path), y
-            except (OSError, ValueError, SyntaxError) as e:
-                with self.skipped.get_lock():
-                    self.skipped.value += 1
-                warnings.warn(f"skipping unreadable image {path}: {e}")
-        raise DataError("no readable image in the dataset")
+                return read_rgb(path), y
+            except Refused as e:
+                self._refuse(j, str(e))
+        raise DataError(f"no usable image in {self.split_dir}")  # _refuse has said which class emptied first
+
+    def _refuse(self, j: int, reason: str) -> None:
+        path = os.path.abspath(self.samples[j][0])
+        with self.lock:
+            if self.refused_flags[j]:  # met by another loader process meanwhile
+                return
+            self.refused_flags[j] = 1
+            if self.listing is not None:
+                append_refused(self.listing, self.split, path, reason)
+        log.warning("refused image %s: %s; skipped, the next usable image is read in its place%s", printable(path),
+                    reason, f"; listed in {self.listing}" if self.listing else "")
+        flags = np.frombuffer(self.refused_flags, dtype=np.int8).astype(bool)
+        if flags[self._labels == self._labels[j]].all():  # the last file of its class
+            kept = self._labels[~flags].tolist()
+            raise emptied_error(self.split_dir, self.classes, self.samples, kept, {self.samples[j][0]: reason},
+                                str(self.listing or "the log"))  # type: ignore[misc]
 
     @property
     def skipped_files(self) -> int:
-        return int(self.skipped.value)
+        return int(np.frombuffer(self.refused_flags, dtype=np.int8).sum())
 
 
 class ArrayImages(Dataset):
-    """uint8 (N, H, W, 3) array (usually a memory map of the prepared cache) as PIL images."""
+    """uint8 (N, H, W, 3) array (usually a memory map of the prepared cache) as PIL images;
+    `refused`: the source files left out ({relative path: reason})."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: List[str], skipped: int = 0):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: List[str],
+                 refused: Optional[Dict[str, str]] = None):
         self.images, self.labels, self.classes = images, labels, classes
         self.targets = labels.tolist()
-        self.skipped_files = skipped
+        self.refused = dict(refused or {})
+        self.skipped_files = len(self.refused)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -308,23 +375,6 @@ class RandomImages(Dataset):
         return Image.fromarray(arr), self.targets[i]
 
 
-class Subset(Dataset):
-    def __init__(self, base: Any, indices: List[int]):
-        self.base, self.indices = base, indices
-        self.classes = base.classes
-        self.targets = [base.targets[i] for i in indices]
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, i: int) -> Any:
-        return self.base[self.indices[i]]
-
-    @property
-    def skipped_files(self) -> int:
-        return self.base.skipped_files
-
-
 # ---------------------------------------------------------------------------------------------
 # Prepared cache: decode + resize once to uint8 at the training size (+ crop margin), memory-mapped
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +387,7 @@ def fingerprint(samples: List[Tuple[str, int]], root: Path) -> str:
             size, mtime = st.st_size, st.st_mtime_ns
         except OSError:  # missing (e.g. a dangling link): part of the key, so fixing it rebuilds
             size, mtime = -1, -1
-        h.update(f"{os.path.relpath(path, root)}\0{y}\0{size}\0{mtime}\n".encode())
+        h.update(f"{os.path.relpath(path, root)}\0{y}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
@@ -348,14 +398,15 @@ def _pool_worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled once, by the parent
 
 
-def _decode_resized(args: Tuple[str, int, str]) -> Optional[np.ndarray]:
-    """Shorter side -> size (bicubic or bilinear, antialiased), centre crop size x size; None if unreadable."""
+def _decode_resized(args: Tuple[str, int, str]) -> Union[np.ndarray, str]:
+    """Shorter side -> size (bicubic or bilinear, antialiased), centre crop size x size; or why the
+    file is refused (roadmap.images)."""
     path, size, interpolation = args
     try:
-        with open(path, "rb") as f:
-            img = Image.open(f)
-            img.draft("RGB", (size, size))  # JPEG: decode at a reduced scale when possible
-            img = img.convert("RGB")
+        img = read_rgb(path, draft=size)  # JPEG: decoded at a reduced scale when possible
+    except Refused as e:
+        return str(e)
+    try:
         w, h = img.size
         s = size / min(w, h)
         img = img.resize((max(size, round(w * s)), max(size, round(h * s))),
@@ -363,8 +414,8 @@ def _decode_resized(args: Tuple[str, int, str]) -> Optional[np.ndarray]:
         w, h = img.size
         left, top = (w - size) // 2, (h - size) // 2
         return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError):
-        return None
+    except Exception as e:  # resizing a decoded image (memory): refused like a decode error
+        return f"{type(e).__name__}: {e}"[:160]
 
 
 @dataclass
@@ -372,7 +423,8 @@ class CacheInfo:
     path: Path
     built: bool
     seconds: float
-    skipped: List[str]
+    skipped: List[str]  # the refused files, relative to the split folder
+    refused: Dict[str, str]  # the same files with the reasons
 
 
 @dataclass(frozen=True)
@@ -489,18 +541,18 @@ def _cache_lock(files: CacheFiles) -> Iterator[bool]:
 
 
 def _decode_into(images: np.ndarray, samples: List[Tuple[str, int]], split_dir: Path, size: int,
-                 interpolation: str, workers: int) -> Tuple[np.ndarray, List[str]]:
-    """Decode + resize every sample into `images` (readable ones first); (their labels, skipped files)."""
+                 interpolation: str, workers: int) -> Tuple[np.ndarray, Dict[str, str]]:
+    """Decode + resize every sample into `images` (usable ones first); (their labels, {refused file
+    relative to split_dir: reason}), in the samples' order."""
     labels = np.empty(len(samples), dtype=np.int16)
-    skipped: List[str] = []
+    refused: Dict[str, str] = {}
     n = 0
     ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
     pool = ctx.Pool(max(1, workers), initializer=_pool_worker_init)
     try:
         for (path, y), img in zip(samples, pool.imap(_decode_resized, [(p, size, interpolation) for p, _ in samples], chunksize=64)):
-            if img is None:
-                skipped.append(os.path.relpath(path, split_dir))
-                warnings.warn(f"skipping unreadable image {path}")
+            if isinstance(img, str):
+                refused[os.path.relpath(path, split_dir)] = img
                 continue
             images[n], labels[n] = img, y
             n += 1
@@ -510,7 +562,7 @@ def _decode_into(images: np.ndarray, samples: List[Tuple[str, int]], split_dir: 
         raise
     finally:
         pool.join()
-    return labels[:n], skipped
+    return labels[:n], refused
 
 
 def _reserve(path: Path) -> None:
@@ -529,14 +581,14 @@ def _reserve(path: Path) -> None:
 
 
 def _write_temp_cache(files: CacheFiles, samples: List[Tuple[str, int]], split_dir: Path, size: int,
-                      interpolation: str, workers: int) -> List[str]:
-    """The images and labels in this process's temp files (files.tmp); returns the skipped files."""
+                      interpolation: str, workers: int) -> Dict[str, str]:
+    """The images and labels in this process's temp files (files.tmp); returns the refused files."""
     tmp_img = files.tmp(".npy")
     arr = np.lib.format.open_memmap(tmp_img, mode="w+", dtype=np.uint8, shape=(len(samples), size, size, 3))
     try:
         _reserve(tmp_img)
         injected_write_fault(files.images)
-        labels, skipped = _decode_into(arr, samples, split_dir, size, interpolation, workers)
+        labels, refused = _decode_into(arr, samples, split_dir, size, interpolation, workers)
         arr.flush()
     finally:
         del arr  # unmapped: a removed temp file frees its space at once
@@ -548,7 +600,7 @@ def _write_temp_cache(files: CacheFiles, samples: List[Tuple[str, int]], split_d
             del full
         os.replace(files.tmp(".shrunk.npy"), tmp_img)
     np.save(files.tmp(".labels.npy"), labels)
-    return skipped
+    return refused
 
 
 def _publish(files: CacheFiles, meta: Dict[str, Any]) -> None:
@@ -580,14 +632,15 @@ def _build_cache(files: CacheFiles, meta: Dict[str, Any], samples: List[Tuple[st
     else:
         log.info("building the prepared cache %s (%d images) ...", files.key, len(samples))
     try:
-        skipped = _write_temp_cache(files, samples, split_dir, size, interpolation, workers)
-        readable_before = set(skipped if before is None else before.get("skipped", skipped))
-        lost = [f for f in skipped if f not in readable_before]
+        refused = _write_temp_cache(files, samples, split_dir, size, interpolation, workers)
+        refused_before = set(refused if before is None else before.get("skipped", refused))
+        lost = [f for f in refused if f not in refused_before]
         if damage and lost:  # fewer images than before would silently change the data set
             raise DataError(f"prepared cache {damage[0]} is damaged ({damage[1]}) and cannot be rebuilt: {len(lost)} "
-                            f"of its images are unreadable now (e.g. {split_dir / lost[0]}); restore them, or remove "
-                            f"the cache to build one from the readable images: {files.rm()}")
-        _publish(files, {**meta, "count": len(samples) - len(skipped), "skipped": skipped})
+                            f"of its images are unreadable now (e.g. {printable(str(split_dir / lost[0]))}: "
+                            f"{refused[lost[0]]}); restore them, or remove the cache to build one from the readable "
+                            f"images: {files.rm()}")
+        _publish(files, {**meta, "count": len(samples) - len(refused), "skipped": list(refused), "refused": refused})
     finally:  # an incomplete cache leaves nothing behind (renamed temp files are gone already)
         for t in (files.tmp(".npy"), files.tmp(".labels.npy"), files.tmp(".shrunk.npy")):
             t.unlink(missing_ok=True)
@@ -622,7 +675,8 @@ def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: 
     dataset/split/size are removed when a new one is built. `listing` (classes, samples) replaces
     the ImageFolder scan. Before it is memory-mapped a cache is checked (check_cache); a damaged
     one is rebuilt, with a warning naming the file. One process builds while the others wait
-    (_cache_lock). A full disk raises files.DiskFull and leaves no part of the cache behind.
+    (_cache_lock). A full disk raises files.DiskFull and leaves no part of the cache behind. The
+    refused files are in its metadata; a class or the split left without a usable file is a DataError.
     """
     t0 = time.perf_counter()
     classes, samples = listing or scan_folder(split_dir)
@@ -648,8 +702,14 @@ def prepare_cache(name: str, split: str, split_dir: Path, size: int, cache_dir: 
     meta = json.loads(files.meta.read_text())
     images = np.load(files.images, mmap_mode="r")
     labels = np.load(files.labels)
-    ds = ArrayImages(images, labels, meta["classes"], skipped=len(meta["skipped"]))
-    return ds, CacheInfo(files.images, built, time.perf_counter() - t0, meta["skipped"])
+    refused = meta.get("refused") or {f: "refused when the cache was built" for f in meta["skipped"]}  # older caches
+    relative = {p: os.path.relpath(p, split_dir) for p, _ in samples}
+    by_sample = {p: refused[r] for p, r in relative.items() if r in refused}
+    error = emptied_error(split_dir, meta["classes"], samples, labels, by_sample, f"the cache's metadata {files.meta}")
+    if error is not None:
+        raise error
+    ds = ArrayImages(images, labels, meta["classes"], refused)
+    return ds, CacheInfo(files.images, built, time.perf_counter() - t0, list(refused), refused)
 
 
 def default_cache_dir(data: Any) -> Path:
@@ -705,12 +765,15 @@ class Augmented(Dataset):
 # ---------------------------------------------------------------------------------------------
 # Everything the train loop needs
 # ---------------------------------------------------------------------------------------------
-def base_datasets(cfg: Any, log_fn: Callable[[str], None] = log.info) -> Tuple[Any, Any, Dict[str, Any]]:
-    data, scale, recipe = cfg.data, cfg.scale, cfg.recipe
+def base_datasets(cfg: Any, log_fn: Callable[[str], None] = log.info,
+                  refused_list: Optional[Path] = None) -> Tuple[Any, Any, Dict[str, Any]]:
+    """The (train, val) base datasets and what they are. Folder data: one summary line per split
+    through `log_fn`; refused files are listed in `refused_list` (the run directory's, when given)."""
+    data = cfg.data
     info: Dict[str, Any] = {"dataset": data.name}
     root = resolve_root(data)
     if data.name == "synthetic":
-        size = cache_size_for(scale.img_size, recipe.crop_pct)
+        size = cache_size_for(cfg.scale.img_size, cfg.recipe.crop_pct)
         n_val = max(data.synthetic_size // 4, 8)
         return (RandomImages(data.synthetic_size, size, data.num_classes, seed=1),
                 RandomImages(n_val, size, data.num_classes, seed=2), {**info, "root": None, "cache": False})
@@ -732,30 +795,54 @@ def base_datasets(cfg: Any, log_fn: Callable[[str], None] = log.info) -> Tuple[A
         ensure_imagenette(root)
     elif not root.is_dir():
         raise DataError(f"data.root={str(root)!r} does not exist; point data.root (or $ROADMAP_DATA) at a folder with {data.train_split}/ and {data.val_split}/")
-    image_root = imagenet_image_root(root) if data.name == "imagenet" else root
-    out = []
-    for split, n in ((data.train_split, scale.max_train_samples), (data.val_split, scale.max_val_samples)):
-        listing = scan_imagenet(data, root, split) if data.name == "imagenet" else None
-        if data.cache:
-            size = cache_size_for(max(scale.img_size, scale.eval_img_size or 0), recipe.crop_pct)
-            # eval images are a centre crop of the cached ones: resized with the recipe's eval interpolation
-            interp = recipe.eval_interpolation if split == data.val_split else "bicubic"
-            ds, ci = prepare_cache(data.name, split, image_root / split, size, default_cache_dir(data), n,
-                                   workers=max(1, scale.workers), interpolation=interp, listing=listing)
-            info[f"cache_{split}"] = {"path": str(ci.path), "built": ci.built, "seconds": round(ci.seconds, 2),
-                                      "images": len(ds), "size": size}
-            if ci.built:
-                log_fn(f"prepared cache {ci.path.name}: {len(ds)} images in {ci.seconds:.1f} s")
-        else:
-            classes, samples = listing or scan_folder(root / split)
-            ds = FolderImages(samples, classes)
-            if n:
-                ds = Subset(ds, balanced_subset(ds.targets, n))
+    if refused_list is not None:
+        info["refused_list"] = str(refused_list)
+    out, refused = [], {}
+    for role, split, n in (("train", data.train_split, cfg.scale.max_train_samples),
+                           ("val", data.val_split, cfg.scale.max_val_samples)):
+        ds, refused[role], line = _folder_split(cfg, role, split, n, root, info, refused_list)
+        log_fn(line)
         out.append(ds)
+    if data.cache and refused_list is not None:  # the list is the caches' refusals, nothing else
+        if any(refused.values()):
+            write_refused(refused_list, refused)
+        else:
+            refused_list.unlink(missing_ok=True)
     train, val = out
     if train.classes != val.classes:
         raise DataError(f"class folders differ between {data.train_split}/ ({len(train.classes)}) and {data.val_split}/ ({len(val.classes)})")
     return train, val, {**info, "cache": bool(data.cache)}
+
+
+def _folder_split(cfg: Any, role: str, split: str, n: Optional[int], root: Path, info: Dict[str, Any],
+                  refused_list: Optional[Path]) -> Tuple[Any, Dict[str, str], str]:
+    """One split of folder data: (dataset, {refused file: reason} known now, its summary line)."""
+    data, scale, recipe = cfg.data, cfg.scale, cfg.recipe
+    listing = scan_imagenet(data, root, split) if data.name == "imagenet" else None
+    split_dir = (imagenet_image_root(root) if data.name == "imagenet" else root) / split
+    listed = f", listed in {refused_list}" if refused_list is not None else ""
+    if data.cache:
+        size = cache_size_for(max(scale.img_size, scale.eval_img_size or 0), recipe.crop_pct)
+        # eval images are a centre crop of the cached ones: resized with the recipe's eval interpolation
+        interp = recipe.eval_interpolation if split == data.val_split else "bicubic"
+        ds, ci = prepare_cache(data.name, split, split_dir, size, default_cache_dir(data), n,
+                               workers=max(1, scale.workers), interpolation=interp, listing=listing)
+        info[f"cache_{split}"] = {"path": str(ci.path), "built": ci.built, "seconds": round(ci.seconds, 2),
+                                  "images": len(ds), "size": size, "refused": len(ci.refused)}
+        refused = {os.path.join(split_dir, f): r for f, r in ci.refused.items()}
+        how = f"the prepared cache {ci.path.name} ({f'built in {ci.seconds:.1f} s' if ci.built else 'reused'})"
+        what = (f"{len(refused)} refused and skipped{listed}: {naming(refused, str(split_dir))}" if refused
+                else "none refused")
+    else:
+        classes, samples = listing or scan_folder(split_dir)
+        samples = [samples[i] for i in balanced_subset([y for _, y in samples], n)]
+        ds = FolderImages(samples, classes, role, split_dir, refused_list)
+        before = read_refused(refused_list).get(role, {}) if refused_list is not None and refused_list.exists() else {}
+        refused = {}
+        how = f"{printable(str(split_dir))}, decoded as they are read (data.cache=false)"
+        what = (f"a refused file is skipped when first met and named in a log line{listed}"
+                + (f"; {len(before)} refused in an earlier attempt of this run" if before else ""))
+    return ds, refused, f"{role} data: {len(ds):,} images of {len(ds.classes)} classes from {how}; {what}"
 
 
 def discover_num_classes(cfg: Any) -> None:
@@ -766,10 +853,12 @@ def discover_num_classes(cfg: Any) -> None:
         cfg.data.num_classes = len(classes)
 
 
-def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], None] = log.info) -> Data:
+def build_data(cfg: Any, rank: int = 0, world: int = 1, log_fn: Callable[[str], None] = log.info,
+               refused_list: Optional[Path] = None) -> Data:
     """The train loop's data: the base datasets, then the CPU loaders (timm's transforms in worker
-    processes) or, with scale.loader=device, the on-device ones (roadmap.device_data)."""
-    train_base, val_base, info = base_datasets(cfg, log_fn)
+    processes) or, with scale.loader=device, the on-device ones (roadmap.device_data). Refused
+    image files are listed in `refused_list` (a run's: <run dir>/refused_images.tsv)."""
+    train_base, val_base, info = base_datasets(cfg, log_fn, refused_list)
     classes = list(train_base.classes)
     if cfg.data.name not in ("synthetic", "imagefolder") and len(classes) != cfg.model.num_classes:
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has {len(classes)} classes; "

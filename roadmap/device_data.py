@@ -530,9 +530,7 @@ def loader_device(scale: Any) -> torch.device:
 
 
 class DeviceData(Data):
-    @property
-    def skipped_files(self) -> int:
-        return int(getattr(self.train.base, "skipped_files", 0) + getattr(self.val.base, "skipped_files", 0))
+    """Data whose loaders are DeviceLoaders (the images on the device)."""
 
 
 def build_device_data(cfg: Any, train_base: Any, val_base: Any, info: Dict[str, Any], rank: int = 0, world: int = 1,

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
 import torch
 from torch.utils.data import DataLoader, Sampler
+
+from .images import read_refused
 
 
 def cache_size_for(img_size: int, crop_pct: float) -> int:
@@ -62,6 +65,21 @@ class Data:
     classes: List[str]
     info: Dict[str, Any]
 
+    def skipped_by_split(self) -> Dict[str, int]:
+        """Refused image files per split: the run's list (roadmap.images; every loader process and rank,
+        every attempt, each file once) where there is one, else what the base datasets know."""
+        listing = self.info.get("refused_list")
+        if listing and Path(listing).exists():
+            listed = read_refused(Path(listing))
+            return {split: len(listed.get(split, {})) for split in ("train", "val")}
+        return {"train": _skipped(self.train), "val": _skipped(self.val)}
+
     @property
     def skipped_files(self) -> int:
-        return int(self.train.dataset.base.skipped_files + self.val.dataset.base.skipped_files)
+        return sum(self.skipped_by_split().values())
+
+
+def _skipped(loader: Any) -> int:
+    base = getattr(loader, "base", None)  # a DeviceLoader's; a DataLoader's is its Augmented dataset's
+    base = loader.dataset.base if base is None else base
+    return int(getattr(base, "skipped_files", 0))

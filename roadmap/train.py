@@ -42,6 +42,7 @@ from . import faults
 from .config import LEGACY, ConfigError, apply_scale_augment, to_container, validate
 from .data import build_data, discover_num_classes
 from .files import atomic_write_text, read_json, write_csv, write_json
+from .images import REFUSED_LIST
 from .measure import count_gflops, count_params
 from .model import ModernizableResNet
 from .rundir import (EXIT_PREEMPTED, STOP, Preempted, RunLock, RunLocked, RunRefused, StopSignals,  # noqa: F401
@@ -544,7 +545,8 @@ class Run:
         faults.raise_if_injected(cfg.step)
         seed_all(cfg.seed + env.rank)
         self.info = step_info(cfg.step)
-        self.data = build_data(cfg, env.rank, env.world, log_fn=log.info if env.main else lambda *_: None)
+        self.data = build_data(cfg, env.rank, env.world, log_fn=log.info if env.main else lambda *_: None,
+                               refused_list=run_dir / REFUSED_LIST)
         self._build_model()
         self._build_recipe()
         self.start_epoch, self.num_updates, self.history = 0, 0, []
@@ -797,6 +799,7 @@ def _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batc
     import timm
 
     final = history[-1]
+    skipped = data.skipped_by_split()  # refused image files (roadmap.images), listed in refused_images.tsv
     paper_model = ModernizableResNet(OmegaConf.merge(cfg.model, {"width_mult": 1.0, "num_classes": 1000}))
     train_rates = [h["train_img_s"] for h in history if "train_img_s" in h]
     eval_rates = [h["eval_img_s"] for h in history if "eval_img_s" in h]
@@ -820,7 +823,7 @@ def _metrics(cfg, env, history, params, gflops_train, data, t_start, global_batc
         "grad_accum": accum, "lr": lr, "amp": str(env.amp_dtype).replace("torch.", "") if env.amp_dtype else "fp32",
         "channels_last": env.channels_last, "compile": bool(cfg.scale.compile),
         "train_images": data.info["train_images"], "val_images": data.info["val_images"],
-        "skipped_files": data.skipped_files, "data": data.info,
+        "skipped_files": sum(skipped.values()), "skipped_by_split": skipped, "data": data.info,
         "torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
         "git_commit": git_commit(), "hostname": platform.node(), "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "config": to_container(cfg),

@@ -165,8 +165,9 @@ def info_json(cache: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
-def test_corrupt_image_is_skipped_counted_and_named(folder, tmp_path, damage):
+@pytest.mark.parametrize("damage,reason", [("garbage", "not an image PIL can identify"),
+                                           ("truncated", "Truncated File Read"), ("empty", "empty file (0 bytes)")])
+def test_corrupt_image_is_skipped_counted_and_named(folder, tmp_path, damage, reason):
     from torchvision.datasets import ImageFolder
 
     cls = folder / "train" / CLASSES[1]
@@ -179,11 +180,13 @@ def test_corrupt_image_is_skipped_counted_and_named(folder, tmp_path, damage):
         bad.write_bytes(b"")
     tv = ImageFolder(str(folder / "train"))
     bad_index = [p for p, _ in tv.samples].index(str(bad))
-    with pytest.warns(UserWarning, match=f"skipping unreadable image .*{bad.name}"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # named by the caller's log line (roadmap.images), not a Python warning
         ds, info = build(folder, tmp_path / "cache")
     rel = f"{CLASSES[1]}/{bad.name}"
-    assert info.skipped == [rel] and ds.skipped_files == 1
-    assert json.loads(info_json(tmp_path / "cache").read_text())["skipped"] == [rel]
+    assert info.skipped == [rel] and ds.skipped_files == 1 and info.refused == {rel: reason}
+    meta = json.loads(info_json(tmp_path / "cache").read_text())
+    assert meta["skipped"] == [rel] and meta["refused"] == {rel: reason}
     # the readable images keep ImageFolder's order and labels
     expected = [y for i, y in enumerate(tv.targets) if i != bad_index]
     assert len(ds) == len(tv) - 1 and ds.labels.tolist() == expected
@@ -192,19 +195,24 @@ def test_corrupt_image_is_skipped_counted_and_named(folder, tmp_path, damage):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds2, info2 = build(folder, tmp_path / "cache")
-    assert not info2.built and info2.skipped == [rel] and ds2.skipped_files == 1
+    assert not info2.built and info2.refused == {rel: reason} and ds2.skipped_files == 1
 
 
 def test_corrupt_image_reaches_skipped_files_of_build_data(folder, tmp_path):
     from roadmap.data import build_data
 
-    (sorted((folder / "val" / CLASSES[0]).iterdir())[0]).write_bytes(b"\xff\xd8\xff broken")
+    bad = sorted((folder / "val" / CLASSES[0]).iterdir())[0]
+    bad.write_bytes(b"\xff\xd8\xff broken")
     cfg = compose_config(["data=imagefolder", f"data.root={folder}", f"data.cache_dir={tmp_path / 'cache'}",
                           "scale=smoke", "scale.max_train_samples=null", "scale.max_val_samples=null",
                           "scale.workers=0", "logger=none", "model.num_classes=3"])
-    with pytest.warns(UserWarning, match="skipping unreadable image"):
-        data = build_data(cfg)
+    lines = []
+    data = build_data(cfg, log_fn=lines.append)
     assert data.skipped_files == 1 and data.info["val_images"] == 11 and data.info["train_images"] == 30
+    assert data.skipped_by_split() == {"train": 0, "val": 1}
+    assert lines[0].startswith("train data: 30 images of 3 classes from the prepared cache ") and "none refused" in lines[0]
+    assert lines[1].startswith("val data: 11 images of 3 classes from the prepared cache ")
+    assert lines[1].endswith(f"; 1 refused and skipped: {CLASSES[0]}/{bad.name} (not an image PIL can identify)")
 
 
 def test_file_missing_while_building_is_skipped_and_named(folder, tmp_path, monkeypatch):
@@ -219,9 +227,9 @@ def test_file_missing_while_building_is_skipped_and_named(folder, tmp_path, monk
         return fp
 
     monkeypatch.setattr(data_mod, "fingerprint", fingerprint_then_delete)
-    with pytest.warns(UserWarning, match=f"skipping unreadable image .*{gone.name}"):
-        ds, info = build(folder, tmp_path / "cache")
-    assert info.skipped == [f"{CLASSES[2]}/{gone.name}"] and len(ds) == 3 * PER_CLASS - 1
+    ds, info = build(folder, tmp_path / "cache")
+    assert info.refused == {f"{CLASSES[2]}/{gone.name}": "No such file or directory (ENOENT)"}
+    assert len(ds) == 3 * PER_CLASS - 1
     assert ds.labels.tolist() == [0] * 10 + [1] * 10 + [2] * 9
 
 
@@ -242,8 +250,6 @@ def test_missing_symlinked_file_and_mixed_case_extension_match_imagefolder(folde
     (cls / "zz_gone.JPEG").symlink_to(tmp_path / "nowhere.JPEG")  # a missing source file
     shutil.copy2(sorted(cls.iterdir())[0], folder / "train" / CLASSES[1] / "zz_upper.Jpeg")
     tv = ImageFolder(str(folder / "train"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds, info = build(folder, tmp_path / "cache")
-    assert info.skipped == [f"{CLASSES[0]}/zz_gone.JPEG"]  # reported, not silently dropped
+    ds, info = build(folder, tmp_path / "cache")
+    assert info.refused == {f"{CLASSES[0]}/zz_gone.JPEG": "a symbolic link to a missing file (ENOENT)"}  # named
     assert ds.labels.tolist() == [y for p, y in tv.samples if not p.endswith("zz_gone.JPEG")]

@@ -251,22 +251,6 @@ def test_folder_without_images_is_refused(tmp_path):
         run(cfg, tmp_path / "run")
 
 
-def test_corrupt_jpeg_is_skipped_and_counted(imagenette, tmp_path):
-    root = tmp_path / "folder"
-    for split, n in (("train", 12), ("val", 6)):
-        for c in sorted(p.name for p in (imagenette / split).iterdir())[:2]:
-            (root / split / c).mkdir(parents=True)
-            for f in sorted((imagenette / split / c).iterdir())[:n]:
-                shutil.copy(f, root / split / c / f.name)
-    (root / "train" / sorted(p.name for p in (root / "train").iterdir())[0] / "broken.JPEG").write_bytes(b"\xff\xd8not a jpeg")
-    for cache in ("true", "false"):
-        cfg = cfg_for(tmp_path, "data=imagefolder", f"data.root={root}", f"data.cache={cache}", "scale.max_train_samples=null",
-                      "scale.max_val_samples=null", "scale.batch_size=8", "scale.epochs=1", "step=patchify_stem")
-        with pytest.warns(UserWarning, match="broken.JPEG"):
-            metrics = run(cfg, tmp_path / f"run-{cache}")
-        assert metrics["skipped_files"] >= 1 and metrics["config"]["model"]["num_classes"] == 2
-
-
 def test_existing_run_dir_with_another_config_is_refused(imagenette, tmp_path):
     run(cfg_for(tmp_path, "step=patchify_stem", "scale.epochs=1"), tmp_path / "run")
     before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run").iterdir()}
