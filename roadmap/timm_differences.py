@@ -175,6 +175,7 @@ def own_model_differences(cfg: Any, values: Dict[str, Any], target: Any) -> List
     w0 = values["model_kwargs"]["channels"][0]
     return [f"timm's {values['model']} builds its 7x7 stem with 64 channels whatever `channels` says (ResNet.__init__: "
             f"inplanes = 64 unless stem_type='deep'); at width x{cfg.model.width_mult:g} ours has {w0}, so its stem "
-            f"and its first block's input are wider: {theirs:,} parameters against our {ours:,}. Closest kwargs: "
+            f"and its first block's input are wider (and when 4 x {w0} = 64 its first block needs no projection "
+            f"shortcut, where ours projects {w0} -> {4 * w0}): {theirs:,} parameters against our {ours:,}. Closest kwargs: "
             f"channels={values['model_kwargs']['channels']} (stem_type='deep', stem_width={w0 // 2} would give a "
             f"{w0}-channel stem, but three 3x3 convs: another architecture)"]
