@@ -113,6 +113,12 @@ def make_stem(cfg: Any, out_dim: int) -> nn.Sequential:
     raise NotImplementedError(f"model.stem={cfg.stem!r}")
 
 
+def nhwc_block(cfg: Any, mixer: str = "conv") -> bool:
+    """Whether a block runs channels-last inside (ConvNeXt's fast path: everything after the depthwise
+    conv is pointwise): depthwise conv first, LayerNorm, the plain MLP, a conv mixer."""
+    return cfg.dw_position == "first" and cfg.norm_type != "bn" and cfg.mlp != "irffn" and mixer != "lmhsa"
+
+
 class Block(nn.Module):
     """Residual block: [k x k conv] -> 1x1 conv (in -> hidden) -> 1x1 conv (hidden -> out).
 
@@ -131,8 +137,7 @@ class Block(nn.Module):
         self.dw_first = cfg.dw_position == "first"
         self.irffn = cfg.mlp == "irffn"
         self.attention = mixer == "lmhsa"
-        # Channels-last fast path: everything after the k x k conv is pointwise.
-        self.channels_last = self.dw_first and not bn and not self.irffn and not self.attention
+        self.channels_last = nhwc_block(cfg, mixer)
         k_dim = in_dim if self.dw_first else hidden  # channels the k x k conv sees
         groups = k_dim if cfg.conv_groups == "depthwise" else 1
         identity = nn.Identity
