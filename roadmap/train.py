@@ -796,6 +796,8 @@ class Run:
         cfg = self.cfg
         metrics = _metrics(cfg, self.env, self.history, self.params, self.gflops_train, self.data, self.t_start,
                            self.global_batch, self.accum, self.lr, self.epochs)
+        if not self.stopped:  # the complete record (also after a resume at its very end): the same first finding
+            self.health = health.assess(self.history, self.health_ctx, final=True)
         metrics.update(status=health.STOPPED if self.stopped else "finished", health=self.health.as_dict())
         if self.env.main:
             write_json(self.run_dir / "metrics.json", metrics)
