@@ -542,7 +542,8 @@ def _attach_healthy(rows: List[Dict[str, Any]], healthy_rows: Optional[List[Dict
     the same as the primary ones where the study has no flagged run)."""
     by_key = {(r["step"], r["ablation"], r["variant"]): r for r in healthy_rows or []}
     for r in rows:
-        h = by_key.get((r["step"], r["ablation"], r["variant"]), r) if healthy_rows is not None else r
+        # a row whose every run is flagged has no row among the healthy ones: nothing left
+        h = r if healthy_rows is None else by_key.get((r["step"], r["ablation"], r["variant"]), {"n": 0})
         r.update({new: h.get(old) for old, new in HEALTHY_FIELDS.items()})
 
 
