@@ -23,8 +23,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from .config import (Config, ConfigError, DataConfig, LoggerConfig, ModelConfig, RecipeConfig, RegimeConfig,
-                     ScaleConfig, option_names, register_configs)
+from .config import (Config, ConfigError, DataConfig, HealthConfig, LoggerConfig, ModelConfig, RecipeConfig,
+                     RegimeConfig, ScaleConfig, option_names, register_configs)
 from .files import write_json
 from .launch import check_n_jobs
 from .steps import check_choice
@@ -70,6 +70,10 @@ def precheck(argv: List[str]) -> None:
                 recipes = option_names("recipe")
                 if key.split(".")[2] not in recipes:
                     raise ConfigError(f"{key} is not an option; allowed scale.lr_mult.*: {', '.join(recipes)}")
+            if key.startswith("scale.health."):
+                names = [f.name for f in dataclasses.fields(HealthConfig)]
+                if key.split(".")[2] not in names:
+                    raise ConfigError(f"{key} is not an option; allowed scale.health.*: {', '.join(names)}")
         elif key not in TOP_KEYS:
             raise ConfigError(f"{key} is not an option; allowed: {', '.join(sorted(TOP_KEYS | set(SCHEMAS)))} "
                               f"and the groups {', '.join(GROUPS)}")
@@ -98,8 +102,11 @@ def _hydra_main(cfg: DictConfig) -> Any:
         metrics = run(cfg, run_dir)
         if os.environ.get("RANK", "0") == "0":
             n = int(cfg.data.num_classes)  # resolved by run()
+            h = metrics.get("health") or {}
+            verdict = "" if h.get("verdict", "ok") == "ok" else f"; unhealthy: {h['verdict']} at epoch {h.get('epoch')}" + (
+                ", stopped there" if metrics.get("status") == "stopped_unhealthy" else "")
             print(f"metrics: {run_dir / 'metrics.json'}  (top-1 {metrics['top1']:.2f} % on {metrics.get('val_images', '?')} "
-                  f"val images; chance {100 / n:.1f} % for {n} classes)", flush=True)
+                  f"val images; chance {100 / n:.1f} % for {n} classes{verdict})", flush=True)
         if stop_requested() is not None:  # the signal came while the run was finishing: stop the sweep here
             _stop(stop_requested(), run_dir)
         return metrics

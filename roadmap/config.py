@@ -159,6 +159,19 @@ class DataConfig:
 
 
 @dataclass
+class HealthConfig:
+    """The health rule's thresholds (roadmap/health.py; stated and justified in docs/health.md). The
+    chance loss is ln K: the loss of a constant uniform prediction on any targets that sum to one, so
+    also on Mixup/CutMix-mixed, label-smoothed ones (measured: `python -m roadmap.health chance`)."""
+    loss_margin: float = ranged(0.025, 0)       # nats: "at chance" = the epoch's train loss >= ln K - loss_margin
+    stall_epochs: int = ranged(3, 1)            # stalled: at chance after warm-up for N = max(stall_epochs,
+    stall_fraction: float = ranged(0.25, 0, 1)  #   ceil(stall_fraction x epochs)) epochs in a row
+    spike_factor: float = ranged(1.25, 1, lo_open=True)  # unstable: an epoch's train loss > factor x the lowest before it
+    top1_margin: float = ranged(0.5, 0)         # chance: top-1 <= (1 + top1_margin) x chance (100 / K)
+    learned_factor: float = ranged(3.0, 1, lo_open=True)  # collapsed: back at chance after top-1 >= factor x chance
+
+
+@dataclass
 class ScaleConfig:
     name: str = "smoke"
     img_size: int = ranged(64, 16)              # training resolution
@@ -192,6 +205,8 @@ class ScaleConfig:
     regularization: str = choice("recipe", "budget")
     checkpoint_every_min: Optional[float] = ranged(15.0, 0, lo_open=True)  # also inside epochs; null: epoch ends only
     imagenet_only: bool = False                 # refuse any dataset but ImageNet-1k (scale=paper sets it)
+    health: HealthConfig = field(default_factory=HealthConfig)  # the health rule's thresholds (docs/health.md)
+    on_unhealthy: str = choice("continue", "stop")  # stop: end the run the epoch it turns unhealthy (status stopped_unhealthy)
 
 
 @dataclass
@@ -294,6 +309,7 @@ def validate(cfg: DictConfig | Config) -> None:
     for name, schema in (("recipe", RecipeConfig), ("data", DataConfig), ("scale", ScaleConfig),
                          ("logger", LoggerConfig)):
         _check_fields(cfg[name] if isinstance(cfg, DictConfig) else getattr(cfg, name), schema, name)
+    _check_fields(cfg.scale.health, HealthConfig, "scale.health")
     if cfg.step not in step_names():
         raise ConfigError(f"step={cfg.step!r} is unknown; allowed: {', '.join(step_names())}")
     recipes = sorted(p.stem for p in (CONF_DIR / "recipe").glob("*.yaml"))

@@ -4,6 +4,7 @@
 | --- | --- | --- |
 | raise | a step name or * | the run fails before building anything (train.Run) |
 | nan | a step name or * | every training loss is NaN (train.train_one_epoch) |
+| zero_grad | a step name or * | every update's gradients are zeroed: the run learns nothing, a stall (train.train_one_epoch) |
 | slow_update | seconds | each update sleeps, cut short by a stop signal, so a test can signal mid-epoch (train.Run) |
 | exit_after_epoch | n | the process dies (os._exit(17)) right after epoch n's checkpoint (train.Run) |
 | enospc | file name pattern[@n] | the n-th and later writes of matching files fail with ENOSPC (files.py) |

@@ -68,7 +68,8 @@ KEYS = LoggedKeys(
              "eval_img_s", "val_n", "step_index"),
     # metrics.json's headline numbers + the paper's figures for the step preset (reference.yaml)
     summary=("top1", "top1_last", "top1_best", "best_epoch", "top5", "val_loss", "train_loss", "gflops", "gflops_224", "params", "params_224",
-             "train_img_s", "eval_img_s", "wall_seconds", "paper_top1", "paper_gflops", "step_index"),
+             "train_img_s", "eval_img_s", "wall_seconds", "paper_top1", "paper_gflops", "step_index",
+             "health"),  # the health rule's verdict (roadmap/health.py): ok, stalled, ...
     config=("step", "step_index", "roadmap_step", "seed", "ablation", "recipe.name", "scale.name", "data.name",
             "regime.name", "sweep_id",
             *(f"model.{f.name}" for f in dataclasses.fields(ModelConfig) if f.name not in _NOT_TOGGLES)),
@@ -77,7 +78,22 @@ KEYS = LoggedKeys(
     # the trajectory table (one row per step: ours, the paper, Δs) and its bar chart
     report=("trajectory", "trajectory_top1_table"),
 )
-SUMMARY_FROM_METRICS = tuple(k for k in KEYS.summary if not k.startswith("paper_"))
+SUMMARY_FROM_METRICS = tuple(k for k in KEYS.summary if not k.startswith("paper_") and k != "health")
+HEALTH_TAG = "unhealthy-{verdict}"  # the tag of a run the health rule flags, e.g. unhealthy-stalled
+
+
+def health_values(health: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """The summary's `health` (the verdict) and, for a flagged run, `health_epoch` and `health_reason`."""
+    if not health:
+        return {}
+    out = {KEYS("summary", "health"): health["verdict"]}
+    if health["verdict"] != "ok":
+        out.update(health_epoch=health.get("epoch"), health_reason=health.get("reason"))
+    return out
+
+
+def health_tags(health: Optional[Dict[str, Any]]) -> List[str]:
+    return [HEALTH_TAG.format(verdict=health["verdict"])] if health and health["verdict"] != "ok" else []
 
 
 def roadmap_step(step: str, ablation: Optional[str] = "none") -> str:
@@ -134,7 +150,7 @@ def summary_values(metrics: Dict[str, Any], cfg: DictConfig) -> Dict[str, Any]:
     """A finished run's summary: its headline numbers (`KEYS.summary`, from metrics.json) and the
     paper's figures for its step preset."""
     values = {k: metrics[k] for k in SUMMARY_FROM_METRICS if metrics.get(k) is not None}
-    return {**values, **paper_figures(cfg)}
+    return {**values, **health_values(metrics.get("health")), **paper_figures(cfg)}
 
 
 def start_run(ident: Dict[str, Any], config: Dict[str, Any], run_id: str, mode: str, wdir: Path | str,
@@ -173,6 +189,13 @@ class Tracker:
         """The run's headline numbers (`KEYS.summary`) from its metrics, and the paper's figures."""
         if self.run is not None:
             self.run.summary.update(summary_values(metrics, self.cfg))
+
+    def health(self, health: Any) -> None:
+        """A run turned unhealthy (roadmap/health.py): its verdict in the summary and a tag, at once."""
+        if self.run is not None:
+            values = health.as_dict()
+            self.run.summary.update(health_values(values))
+            self.run.tags = tuple(dict.fromkeys([*(self.run.tags or ()), *health_tags(values)]))
 
     def finish(self, exit_code: int = 0) -> None:
         if self.run is not None:

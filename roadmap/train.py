@@ -8,7 +8,9 @@ Run directory (only rank 0 writes; roadmap/rundir.py holds the lock, checkpoint 
                  RNG, optimizer, scheduler, EMA, loss sums); prev.pt the one before, kept until
                  last.pt is complete. Rerunning resumes exactly where the checkpoint left off.
   history.csv    one row per epoch
-  metrics.json   written once, at the end: its presence means the run finished
+  metrics.json   written once, at the end: its presence means the run finished (status `finished`), or
+                 that scale.on_unhealthy=stop ended it early (status `stopped_unhealthy`); either way
+                 it is not repeated. `health`: the verdict of roadmap/health.py's rule
   failed.json    why the last attempt failed (removed when a later attempt finishes)
   train.log      the log
 """
@@ -38,7 +40,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from . import faults
+from . import faults, health
 from .config import LEGACY, ConfigError, apply_scale_augment, to_container, validate
 from .data import build_data, discover_num_classes
 from .files import atomic_write_text, read_json, write_csv, write_json
@@ -54,13 +56,15 @@ log = logging.getLogger("roadmap")
 
 # Keys that may change between an interrupted run and its resumption (they do not change results).
 NOT_IDENTITY = ("logger", "scale.workers", "data.root", "data.cache_dir", "out_dir", "sweep_id", "results_dir",
-                "keep_runs", "scale.checkpoint_every_min", "scale.imagenet_only", "scale.threads")
+                "keep_runs", "scale.checkpoint_every_min", "scale.imagenet_only", "scale.threads",
+                "scale.health", "scale.on_unhealthy")  # the health rule judges a run; it changes no update
 
 DDP_STOP_CHECK = 8  # under DDP, stop requests and the checkpoint timer are agreed every 8 updates
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """A non-finite training loss: the run fails; its health verdict is `diverged` (`epoch`: 1-based)."""
+    epoch: Optional[int] = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +365,7 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
                disable=not (env.main and sys.stderr.isatty()), leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
     poison = faults.fault("nan", step_name)
+    frozen = faults.fault("zero_grad", step_name)
     for i, (x, y) in enumerate(loader, start=start):
         if i >= steps:
             break
@@ -377,11 +382,17 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             if poison:
                 loss = loss * float("nan")
         if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+            err = NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+            err.epoch = epoch + 1
+            raise err
         (loss / accum).backward()
         loss_sum += loss.detach() * x.shape[0]
         n_seen += x.shape[0]
         if sync:
+            if frozen:  # fault injection: the update learns nothing (a run made to stall)
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p.grad.zero_()
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
@@ -513,11 +524,13 @@ def _attempt(cfg: DictConfig, run_dir: Path, env: Env) -> Dict[str, Any]:
         tracker.finish(EXIT_PREEMPTED)
         raise
     except BaseException as e:
+        verdict = _diverged(cfg, e, tracker) if env.main and isinstance(e, NonFiniteLoss) else {}
         if env.main and not isinstance(e, (KeyboardInterrupt, RunRefused)):
             try:
                 write_json(run_dir / "failed.json", {
                     "step": cfg.step, "error": type(e).__name__, "reason": str(e).splitlines()[0] if str(e) else type(e).__name__,
-                    "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S")})
+                    "traceback": traceback.format_exc().splitlines()[-12:], "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                    **verdict})
             except OSError as why:  # a full disk must not hide the run's own error
                 log.warning("could not write %s: %s", run_dir / "failed.json", why)
         tracker.finish(1)
@@ -530,8 +543,26 @@ def _attempt(cfg: DictConfig, run_dir: Path, env: Env) -> Dict[str, Any]:
 
 def _finished(cfg: DictConfig, run_dir: Path) -> Dict[str, Any]:
     metrics = read_json(run_dir / "metrics.json")
-    log.info("%s already finished: %s (top-1 %.2f)", cfg.step, run_dir / "metrics.json", metrics["top1"])
+    if metrics.get("status") == health.STOPPED:
+        h = metrics.get("health") or {}
+        log.info("%s was stopped as unhealthy (%s at epoch %s): %s; it is not repeated (delete the run directory to "
+                 "train it again)", cfg.step, h.get("verdict"), h.get("epoch"), run_dir / "metrics.json")
+    else:
+        log.info("%s already finished: %s (top-1 %.2f)", cfg.step, run_dir / "metrics.json", metrics["top1"])
     return metrics
+
+
+def _warn_unhealthy(cfg: DictConfig, h: health.Health, action: str) -> None:
+    """The one line that says a run turned unhealthy (console and train.log): verdict, epoch, the numbers."""
+    log.warning("UNHEALTHY %s seed %s: %s at epoch %s: %s; %s", cfg.step, cfg.seed, h.verdict, h.epoch, h.reason, action)
+
+
+def _diverged(cfg: DictConfig, e: NonFiniteLoss, tracker: Tracker) -> Dict[str, Any]:
+    """A non-finite loss fails the run (as before the health rule): its verdict, warned, tagged, for failed.json."""
+    h = health.Health("diverged", f"train {e}", e.epoch)
+    _warn_unhealthy(cfg, h, "the run fails (a non-finite loss cannot be trained on)")
+    tracker.health(h)
+    return {"health": h.as_dict()}
 
 
 class Run:
@@ -555,6 +586,8 @@ class Run:
         self.every_s = cfg.scale.checkpoint_every_min * 60 if cfg.scale.checkpoint_every_min else None
         self.last_save = time.monotonic()
         self.slow = faults.slow_update_seconds()
+        self.health = health.Health("ok", "no epochs recorded", None)  # the verdict so far (health.assess)
+        self.stopped = False  # scale.on_unhealthy=stop ended the run
 
     # -- build ------------------------------------------------------------------------------------
     def _build_model(self) -> None:
@@ -587,6 +620,8 @@ class Run:
         self.updates_per_epoch = max(1, self.steps_per_epoch // self.accum)
         lengths = schedule_lengths(cfg, self.updates_per_epoch)
         self.epochs = lengths["epochs"]
+        self.health_ctx = health.Context(self.data.num_classes, self.epochs, lengths["warmup_epochs"],
+                                         health.rule_of(to_container(cfg)))
         self.schedule = Schedule(self.optimizer, cfg.recipe, lengths)
         self.mixup, self.criterion = build_mixup_and_loss(cfg.recipe, self.data.num_classes)
         self.ema = None
@@ -607,6 +642,7 @@ class Run:
             if self.ema is not None and ck.get("ema") is not None:
                 self.ema.module.load_state_dict(ck["ema"])
             self.start_epoch, self.num_updates, self.history = ck["epoch"], ck["num_updates"], ck["history"]
+            self.health = health.assess(self.history, self.health_ctx, final=False)  # warned by an earlier attempt
             self.t_start -= ck.get("wall_seconds", 0.0)  # wall time counts every attempt
             rank = env.rank if env.rank < len(ck["rng"]) else 0
             self.rng_saved = ck["rng"][rank]
@@ -706,6 +742,8 @@ class Run:
             faults.exit_after_epoch(epoch + 1)
             if self.env.world > 1:
                 dist.barrier()
+            if self.stopped:  # scale.on_unhealthy=stop: every rank assessed the same history
+                return
             if epoch + 1 < self.epochs and self.stop_flags(timer=False)[0]:
                 self.stop(f"after epoch {epoch + 1}/{self.epochs}; checkpoint written", ck_path)
 
@@ -718,17 +756,35 @@ class Run:
             self.accum, self.num_updates, epoch, self.epochs, cfg.scale.max_steps_per_epoch, cfg.recipe.grad_clip,
             self.ema, cfg.step, position=position, after_update=self.after_update(epoch))
         ev = self.evaluate() if epoch + 1 == self.epochs or (epoch + 1) % cfg.scale.eval_every == 0 else {}
-        row = {"epoch": epoch + 1, **{k: round(v, 6) if isinstance(v, float) else v for k, v in {**tr, **ev}.items()}}
+        row = {"epoch": epoch + 1, **_rounded({**tr, **ev})}
         self.history.append(row)
+        turned = self.assess_health(epoch)
+        if self.stopped and "top1" not in row:  # a stopped run ends on an evaluated epoch
+            row.update(_rounded(self.evaluate()))
         ck_path = self.checkpoint(epoch + 1, None, self.num_updates)
         if env.main:
             write_csv(self.run_dir / "history.csv", self.history, _history_fields(self.history))
-            ema_s = f"  EMA top-1 {ev['ema_top1']:.2f}" if "ema_top1" in ev else ""
+            ema_s = f"  EMA top-1 {row['ema_top1']:.2f}" if "ema_top1" in row else ""
             log.info("%s epoch %d/%d  loss %.4f  top-1 %s%s  lr %.2e  %.0f img/s  %.1f s", cfg.step, epoch + 1,
-                     self.epochs, tr["train_loss"], f"{ev['top1']:.2f}" if "top1" in ev else "-", ema_s, tr["lr"],
+                     self.epochs, tr["train_loss"], f"{row['top1']:.2f}" if "top1" in row else "-", ema_s, tr["lr"],
                      tr["train_img_s"], tr["train_seconds"])
             self.tracker.log({**row, "step_index": self.info["index"]}, step=epoch + 1)
+            if turned is not None:
+                _warn_unhealthy(cfg, turned, "the run stops here (scale.on_unhealthy=stop)" if self.stopped else
+                                "the run goes on (scale.on_unhealthy=continue)")
+                self.tracker.health(turned)
         return ck_path
+
+    def assess_health(self, epoch: int) -> Optional[health.Health]:
+        """The health rule on the history so far (roadmap/health.py): the verdict when the run turns unhealthy
+        at this epoch, else None; sets `stopped` when scale.on_unhealthy=stop ends the run here."""
+        final = epoch + 1 == self.epochs
+        now = health.assess(self.history, self.health_ctx, final=final)
+        turned = now if self.health.healthy and not now.healthy else None
+        if not now.healthy or final:  # the first finding stays first: each depends only on the epochs up to it
+            self.health = now
+        self.stopped = not self.health.healthy and not final and self.cfg.scale.on_unhealthy == "stop"
+        return turned
 
     def evaluate(self) -> Dict[str, float]:
         ev = evaluate(self.model, self.data.val, self.env)
@@ -742,11 +798,16 @@ class Run:
         cfg = self.cfg
         metrics = _metrics(cfg, self.env, self.history, self.params, self.gflops_train, self.data, self.t_start,
                            self.global_batch, self.accum, self.lr, self.epochs)
+        if not self.stopped:  # the complete record (also after a resume at its very end): the same first finding
+            self.health = health.assess(self.history, self.health_ctx, final=True)
+        metrics.update(status=health.STOPPED if self.stopped else "finished", health=self.health.as_dict())
         if self.env.main:
             write_json(self.run_dir / "metrics.json", metrics)
             remove_previous(self.run_dir)
             self.tracker.summary(metrics)  # the keys of tracking.KEYS.summary, and the paper's figures
-            log.info("%s finished: top-1 %.2f (best %.2f at epoch %d)  top-5 %.2f  in %.0f s -> %s", cfg.step,
+            done = (f"stopped as unhealthy ({self.health.verdict}) after epoch {len(self.history)} of {self.epochs}"
+                    if self.stopped else "finished")
+            log.info("%s %s: top-1 %.2f (best %.2f at epoch %d)  top-5 %.2f  in %.0f s -> %s", cfg.step, done,
                      metrics["top1"], metrics["top1_best"], metrics["best_epoch"], metrics["top5"],
                      metrics["wall_seconds"], self.run_dir / "metrics.json")
         return metrics
@@ -759,6 +820,10 @@ def _run(cfg: DictConfig, run_dir: Path, env: Env, tracker: Tracker) -> Dict[str
     r.start()
     r.train()
     return r.finish()
+
+
+def _rounded(values: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in values.items()}
 
 
 def _history_fields(history: List[Dict[str, Any]]) -> List[str]:

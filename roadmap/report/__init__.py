@@ -26,6 +26,7 @@ The package's files are its seams:
     callbacks.py  ReportCallback (end of a sweep), KeepRunCallback (end of every job)
     cli.py        python -m roadmap.report
     spread.py     python -m roadmap.report.spread: does a rerun with a new seed land in the study's spread?
+    health.py     python -m roadmap.report.health: every run's health verdict (roadmap/health.py, docs/health.md)
 
 Output files, in `<results_dir>/<dataset>-<scale>[-suffix]/` by default:
 

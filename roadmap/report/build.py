@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from ..files import atomic_write_text, write_csv, write_json
-from .collect import _as_list, collect_with_context, describe
+from .collect import _as_list, collect_with_context, describe, display_path
 from .paper import get
 from .plots import plot_all
 from .render import FIELDS, csv_rows, render_markdown
@@ -19,6 +19,18 @@ log = logging.getLogger("roadmap")
 
 PathLike = Union[str, Path]
 WANDB_MODES = ("offline", "online", "disabled")
+
+
+def health_summary(context: Dict[str, Any]) -> Dict[str, Any]:
+    """summary.json's `health`: the rule, the counts by verdict, and every flagged run (finished, stopped, failed)."""
+    flagged = [r for r in context["runs"] if (r.get("health") or {}).get("verdict", "ok") != "ok"]
+    counts: Dict[str, int] = {}
+    for r in flagged:
+        counts[r["health"]["verdict"]] = counts.get(r["health"]["verdict"], 0) + 1
+    return {"rule": "docs/health.md (roadmap/health.py)", "flagged": len(flagged), "by_verdict": counts,
+            "runs": [{"step": r["step"], "seed": r.get("seed"), "variant": r.get("variant") or "", "status": r["status"],
+                      "top1": r.get("top1"), **r["health"], "run_dir": display_path(r["run_dir"])}
+                     for r in sorted(flagged, key=lambda r: (r["step"], str(r.get("variant")), r.get("seed") or 0))]}
 
 
 def _check_import(inputs: List[Path], wandb_mode: str) -> None:
@@ -79,6 +91,9 @@ def write_report(sweep_dir: Union[PathLike, Sequence[PathLike]], out_dir: Option
     rows, context, out_dir = _collect(inputs, out_dir, results_dir, metric)
     meta = describe(rows, context)
     summary = summarize(rows, context["regime"], metric)
+    summary["health"] = health_summary(context)
+    if context.get("rows_healthy") is not None:  # the second, labelled set: the same scores without the flagged runs
+        summary["without_unhealthy"] = summarize(context["rows_healthy"], context["regime"], metric)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "trajectory.csv", csv_rows(rows), FIELDS)

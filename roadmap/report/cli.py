@@ -15,10 +15,25 @@ from .stats import METRICS
 USAGE = """\
     python -m roadmap.report outputs/sweeps/roadmap_path-imagenette-proxy-resnet50
     python -m roadmap.report results/imagenette-proxy        # a results study: rebuilt from its runs/
+    python -m roadmap.report results/                        # the folder of studies: every run the health rule flags
     python -m roadmap.report <dir> [<dir> ...] [--out DIR] [--metric last|best] [--wandb offline|online|disabled]
     python -m roadmap.report <dir> --wandb-dashboard [--publish]   # + the W&B report and workspace
     python -m roadmap.report results/<study> --out DIR --wandb-import --wandb-dashboard   # kept runs -> W&B runs
 """
+
+
+def _list_flagged(root: str) -> int:
+    """A folder of results studies (results/): one report per study would mix scales, so this lists, per
+    study, every run the health rule flags (docs/health.md); each study's report is rebuilt on its own."""
+    from .health import flagged_lines, studies_under
+
+    print(f"{root}: a folder of {len(studies_under(root))} results studies; the runs the health rule flags "
+          f"(docs/health.md):")
+    for line in flagged_lines(root):
+        print(line)
+    print(f"every run's verdict: python -m roadmap.report.health {root}; a study's report: "
+          f"python -m roadmap.report {root.rstrip('/')}/<study>")
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -49,6 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "(needs the network and an API key; `wandb sync` the runs first)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .health import is_results_root
+
+    if len(args.sweep_dir) == 1 and is_results_root(args.sweep_dir[0]) and args.out is None:
+        return _list_flagged(args.sweep_dir[0])
     command = "python -m roadmap.report " + " ".join(sys.argv[1:] if argv is None else argv)
     problem = dashboard.publish_problem(probe=True) if args.publish else None
     if args.wandb_import and args.wandb == "online" and not problem:

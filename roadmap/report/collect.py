@@ -2,8 +2,10 @@
 then aggregate them into one row per step (per ablation in the leave-one-out experiment), in
 roadmap order, with our Δs (difference of means and paired) beside the paper's columns.
 
-A run directory holds `metrics.json` (finished), `failed.json` (failed) or only `last.pt` /
-`history.csv` / `config.yaml` (running or interrupted)."""
+A run directory holds `metrics.json` (finished, or stopped as unhealthy by scale.on_unhealthy=stop),
+`failed.json` (failed) or only `last.pt` / `history.csv` / `config.yaml` (running or interrupted).
+Every record carries the run's health verdict (roadmap/health.py): the one the run recorded, else
+the rule applied to its history.csv now (runs from before the rule), and the init it used."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -12,11 +14,14 @@ import os
 import re
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import yaml
 from omegaconf import OmegaConf
 
+from .. import health
+from ..config import effective_init
 from ..files import read_csv, read_json
 from ..steps import ablation_info, step_info
 from . import stats
@@ -135,6 +140,8 @@ def _add_unfinished(rec: Dict[str, Any], run_dir: Path, config: Dict[str, Any],
         rec.update({"status": "failed", "error": failed.get("error"),
                     "reason": failed.get("reason") or failed.get("error") or "unknown",
                     "step": failed.get("step")})
+        if failed.get("health"):
+            rec["health"] = failed["health"]
     else:
         rec.update({"status": "running", "epochs_done": len(hist), "epochs": _epochs_of(config)})
     rec["epochs_done"] = len(hist)
@@ -174,8 +181,28 @@ def _add_identity(rec: Dict[str, Any], config: Dict[str, Any], run_dir: Path, se
     rec.setdefault("width_mult", get(config, "scale.width_mult"))
 
 
+def _add_health(rec: Dict[str, Any], config: Dict[str, Any], hist: List[Dict[str, str]]) -> None:
+    """The record's `health` ({verdict, reason, epoch}): the run's own, else the rule on its history.csv
+    (complete for a finished run); `init`: the init it used, resolved (no model.init: `auto`)."""
+    if not rec.get("health"):
+        if rec["status"] == "failed" and rec.get("error") == "NonFiniteLoss":
+            rec["health"] = {"verdict": "diverged", "reason": f"train {rec.get('reason')}", "epoch": len(hist) + 1}
+        else:
+            ctx = health.context_of(config, len(hist))
+            rec["health"] = health.assess(hist, ctx, final=rec["status"] == "finished").as_dict()
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    rec["init"] = effective_init(SimpleNamespace(init=model.get("init", "auto"), norm_type=model.get("norm_type", "bn"))) \
+        if model else None
+
+
+def unhealthy(rec: Dict[str, Any]) -> bool:
+    """The health rule flags this run (any verdict but ok)."""
+    return (rec.get("health") or {}).get("verdict", "ok") != "ok"
+
+
 def read_run(run_dir: PathLike) -> Dict[str, Any]:
-    """One run directory as a flat record with status 'finished', 'failed' or 'running'.
+    """One run directory as a flat record with status 'finished', 'stopped' (scale.on_unhealthy=stop
+    ended it early: not averaged, like a failed run), 'failed' or 'running'.
 
     A finished run also gets `top1_last`, `top1_best` and `best_epoch`: from metrics.json where it
     records them, else top1_last = metrics' `top1` (the last epoch) and the best over the epochs
@@ -189,7 +216,7 @@ def read_run(run_dir: PathLike) -> Dict[str, Any]:
     if metrics is not None:
         config = metrics.get("config") or config
         rec.update({k: v for k, v in metrics.items() if k != "config"})
-        rec["status"] = "finished"
+        rec["status"] = "stopped" if metrics.get("status") == health.STOPPED else "finished"
         rec["width_mult"] = get(config, "scale.width_mult")
     else:
         _add_unfinished(rec, run_dir, config, hist)
@@ -197,6 +224,7 @@ def read_run(run_dir: PathLike) -> Dict[str, Any]:
     if rec["status"] == "finished":
         _add_top1_last_best(rec)
     _add_identity(rec, config, run_dir, seed_d, ablation_d)
+    _add_health(rec, config, hist)
     rec["config"] = config
     return rec
 
@@ -280,7 +308,7 @@ def _dedupe(runs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """One record per (step, ablation, variant, seed): a sweep directory and the results study it
     was kept into hold the same run twice. A finished record wins over a running or failed one,
     otherwise the first one read."""
-    rank = {"finished": 0, "running": 1, "failed": 2}
+    rank = {"finished": 0, "stopped": 1, "running": 2, "failed": 3}
     out: List[Dict[str, Any]] = []
     where: Dict[Tuple[Any, ...], int] = {}
     for r in runs:
@@ -312,6 +340,9 @@ def _status(runs: List[Dict[str, Any]], missing_seeds: List[int]) -> Tuple[str, 
     def describe_run(r: Dict[str, Any]) -> str:
         if r["status"] == "failed":
             return f"failed: {r.get('reason')}"
+        if r["status"] == "stopped":
+            h = r.get("health") or {}
+            return f"stopped as unhealthy: {h.get('verdict')} at epoch {h.get('epoch')}"
         k, n = r.get("epochs_done") or 0, r.get("epochs")
         return f"running (epoch {k} of {n if n is not None else '?'})"
 
@@ -325,7 +356,7 @@ def _status(runs: List[Dict[str, Any]], missing_seeds: List[int]) -> Tuple[str, 
     descs = [(r.get("seed"), describe_run(r)) for r in other] + [(s, "missing") for s in missing_seeds]
     if not fin:
         kinds = {r["status"] for r in other}
-        state = "running" if "running" in kinds else "failed"
+        state = "running" if "running" in kinds else "failed" if "failed" in kinds else "stopped"
         unique = list(dict.fromkeys(d for _, d in descs))
         if len(unique) == 1 and not missing_seeds:
             return state, unique[0]
@@ -382,6 +413,9 @@ def _aggregate(key: Tuple[str, str, str], runs: List[Dict[str, Any]], expected_s
         "state": state, "status": status, "n_finished": len(fin),
         "n_failed": sum(r["status"] == "failed" for r in runs),
         "n_running": sum(r["status"] == "running" for r in runs), "n_missing": len(missing_seeds),
+        "n_stopped": sum(r["status"] == "stopped" for r in runs),
+        "n_unhealthy": sum(unhealthy(r) for r in fin), "unhealthy": flagged_text(runs),
+        "init": "/".join(_uniq(r.get("init") for r in sorted(runs, key=lambda r: r.get("init") or ""))) or None,
         "top1_delta_paired": None, "top1_delta_paired_se": None, "n_pairs": 0,
         "top1_last_mean": mean_of("top1_last"), "top1_best_mean": mean_of("top1_best"),
         "best_epoch_mean": mean_of("best_epoch"), "metric": metric, "regime": regime,
@@ -389,6 +423,16 @@ def _aggregate(key: Tuple[str, str, str], runs: List[Dict[str, Any]], expected_s
         "by_seed": {r["seed"]: float(r[f"top1_{metric}"]) for r in fin if r.get("seed") is not None},
         "runs": runs,
     }
+
+
+def flagged_text(runs: List[Dict[str, Any]]) -> str:
+    """The runs of a row the health rule flags, for people: 'seed 0 stalled (epoch 7)'."""
+    def one(r: Dict[str, Any]) -> str:
+        h = r["health"]
+        return (f"seed {r.get('seed')} {h['verdict']}" + (f" (epoch {h['epoch']})" if h.get("epoch") else "")
+                + (", stopped" if r["status"] == "stopped" else ", failed" if r["status"] == "failed" else ""))
+    flagged = sorted((r for r in runs if unhealthy(r)), key=lambda r: (r.get("seed") is None, r.get("seed")))
+    return "; ".join(one(r) for r in flagged)
 
 
 def _most_common(values: Iterable[Any]) -> Any:
@@ -482,8 +526,25 @@ def collect_with_context(sweep_dir: Union[PathLike, Sequence[PathLike]],
     runs = collect_runs(dirs)
     plans = [sweep_plan(d) for d in dirs]
     rows, context = _build_rows(runs, plans, metric)
-    context.update({"runs": runs, "sweep_dirs": dirs, "plans": plans})
+    flagged = [r for r in runs if r["status"] == "finished" and unhealthy(r)]
+    healthy_rows = _build_rows([r for r in runs if not any(r is f for f in flagged)], plans, metric)[0] if flagged else None
+    _attach_healthy(rows, healthy_rows)
+    context.update({"runs": runs, "sweep_dirs": dirs, "plans": plans, "flagged": flagged, "rows_healthy": healthy_rows})
     return rows, context
+
+
+HEALTHY_FIELDS = {"top1_mean": "top1_mean_healthy", "top1_std": "top1_std_healthy", "n": "n_healthy",
+                  "top1_delta_paired": "top1_delta_paired_healthy", "top1_delta_paired_se": "top1_delta_paired_se_healthy"}
+
+
+def _attach_healthy(rows: List[Dict[str, Any]], healthy_rows: Optional[List[Dict[str, Any]]]) -> None:
+    """Each row's second, labelled set of numbers without the runs the health rule flags (`*_healthy`;
+    the same as the primary ones where the study has no flagged run)."""
+    by_key = {(r["step"], r["ablation"], r["variant"]): r for r in healthy_rows or []}
+    for r in rows:
+        # a row whose every run is flagged has no row among the healthy ones: nothing left
+        h = r if healthy_rows is None else by_key.get((r["step"], r["ablation"], r["variant"]), {"n": 0})
+        r.update({new: h.get(old) for old, new in HEALTHY_FIELDS.items()})
 
 
 # =============================================================================================

@@ -440,6 +440,10 @@ def _summary_markdown(summary: Dict[str, Any], meta: Dict[str, Any], groups: Seq
     if runs:
         lines.append(f"- Runs: {runs.get('finished', 0)} finished, {runs.get('failed', 0)} failed, "
                      f"{runs.get('running', 0)} running or interrupted, {runs.get('missing', 0)} missing.")
+    flagged = (summary.get("health") or {}).get("runs") or []
+    if flagged:  # the health rule (docs/health.md); their W&B runs carry the tag unhealthy-<verdict>
+        lines.append(f"- Flagged unhealthy ({len(flagged)}; W&B tag `unhealthy-<verdict>`): " + "; ".join(
+            f"{r['step']} seed {r['seed']} {r['verdict']} at epoch {r['epoch']}" for r in flagged) + ".")
     if out_dir is not None:
         lines.append(f"- The full table and definitions: `{display_path(Path(out_dir) / 'trajectory.md')}`.")
     return "\n".join(lines)

@@ -26,6 +26,22 @@ def _uniq(values: Any) -> List[Any]:
 
 
 C_OURS, C_OURS_EDGE, C_PAPER, C_FAIL, C_BAND = "#4C72B0", "#2E4A7A", "#DD8452", "#B22222", "#F2F2F2"
+# a run the health rule flags (docs/health.md): its own top-1 as a hollow red circle in every figure
+FLAGGED = dict(marker="o", markersize=7.5, markerfacecolor="white", markeredgecolor=C_FAIL, markeredgewidth=1.6,
+               linestyle="none", zorder=5)
+FLAGGED_LABEL = "a run flagged unhealthy (its own top-1; docs/health.md)"
+
+
+def _flagged_handle() -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], **{k: v for k, v in FLAGGED.items() if k != "zorder"}, label=FLAGGED_LABEL)
+
+
+def flagged_top1(r: Dict[str, Any], metric: str) -> List[float]:
+    """The top-1 of each finished run of row `r` that the health rule flags."""
+    return [float(run[f"top1_{metric}"]) for run in r.get("runs") or [] if run["status"] == "finished"
+            and (run.get("health") or {}).get("verdict", "ok") != "ok" and run.get(f"top1_{metric}") is not None]
 
 
 def save_png_svg(fig: Any, out_dir: Path, stem: str) -> Tuple[Path, Path]:
@@ -168,11 +184,16 @@ def _draw_groups(tf: _TrajectoryFigure, rows: List[Dict[str, Any]]) -> Dict[int,
 def _ours_note(r: Dict[str, Any], meta: Dict[str, Any], max_n: int) -> str:
     """The text right of a bar: Δ (ablations), GFLOPs, and the seed count where some are missing."""
     note = [f"{r['gflops_224']:.2f} GFLOPs"] if r["gflops_224"] is not None else []
+    if r.get("init"):
+        note.append(f"init {r['init']}")
     if meta["ablation_mode"] and r["top1_delta"] is not None:
         note.insert(0, f"Δ {r['top1_delta']:+.1f}")
     if r["n"] < max_n or r["state"] == "partial":
-        extra = [f"{r[k]} {w}" for k, w in (("n_failed", "failed"), ("n_running", "running")) if r[k]]
+        extra = [f"{r[k]} {w}" for k, w in (("n_failed", "failed"), ("n_running", "running"),
+                                             ("n_stopped", "stopped")) if r.get(k)]
         note.append(f"n={r['n']}" + "".join(f", {e}" for e in extra))
+    if r.get("n_unhealthy"):
+        note.append(f"{r['n_unhealthy']} flagged")
     return "  ".join(note)
 
 
@@ -182,7 +203,8 @@ def _ours_xlim(tf: _TrajectoryFigure, rows: List[Dict[str, Any]], meta: Dict[str
     done = [r for r in rows if r["top1_mean"] is not None]
     if not done:
         return 0.0, 100.0
-    lo = min(r["top1_mean"] - (r["top1_std"] or 0) for r in done)
+    metric = meta.get("metric", "last")
+    lo = min([r["top1_mean"] - (r["top1_std"] or 0) for r in done] + [v for r in done for v in flagged_top1(r, metric)])
     hi = max(r["top1_mean"] + (r["top1_std"] or 0) for r in done)
     span = max(hi - lo, 2.0)
     x0 = max(0.0, math.floor(lo - 0.3 * span))
@@ -227,14 +249,14 @@ def _draw_ours_bar(tf: _TrajectoryFigure, y: int, r: Dict[str, Any], note: str, 
 def _draw_ours_unfinished(ax_o: Any, y: int, r: Dict[str, Any], x0: float, x1: float, pad: float) -> None:
     """A row without a mean: an empty dashed (failed) or dotted (running) bar, else 'missing'."""
     state = r["state"]
-    if state in ("failed", "running"):
+    if state in ("failed", "running", "stopped"):
+        red = state in ("failed", "stopped")
         ax_o.barh(y, 0.45 * (x1 - x0), left=x0, height=0.66, fill=False, zorder=2,
-                  edgecolor=C_FAIL if state == "failed" else "#777777",
-                  linestyle="--" if state == "failed" else ":", linewidth=1.3)
-        text = "failed" if state == "failed" else \
+                  edgecolor=C_FAIL if red else "#777777", linestyle="--" if red else ":", linewidth=1.3)
+        text = "failed" if state == "failed" else "stopped: unhealthy" if state == "stopped" else \
             (r["status"].replace(" of ", "/") if r["status"].startswith("running (") else "running")
         ax_o.text(x0 + pad, y, text, ha="left", va="center", fontsize=_FS_VAL, fontweight="bold",
-                  color=C_FAIL if state == "failed" else "#555555", zorder=4)
+                  color=C_FAIL if red else "#555555", zorder=4)
     else:
         ax_o.text(x0 + pad, y, "missing", ha="left", va="center", fontsize=_FS_VAL,
                   fontstyle="italic", color="#777777", zorder=4)
@@ -261,6 +283,8 @@ def _draw_ours(tf: _TrajectoryFigure, rows: List[Dict[str, Any]], meta: Dict[str
     for y, r in enumerate(rows):
         if r["top1_mean"] is not None:
             _draw_ours_bar(tf, y, r, _ours_note(r, meta, max_n), band.get(y, "white"), x0, pad, per_inch)
+            for v in flagged_top1(r, meta.get("metric", "last")):
+                tf.ax_o.plot([v], [y], **FLAGGED)
         else:
             _draw_ours_unfinished(tf.ax_o, y, r, x0, x1, pad)
     _style_top1_axis(tf.ax_o)
@@ -328,12 +352,16 @@ def _trajectory_legend(fig: Any, rows: List[Dict[str, Any]], meta: Dict[str, Any
         handles.append(Line2D([], [], color="#333333", ls="--", lw=1, label="full model (mean)"))
     if any(r["state"] == "failed" for r in rows):
         handles.append(Patch(fill=False, edgecolor=C_FAIL, linestyle="--", label="failed step"))
+    if any(r["state"] == "stopped" for r in rows):
+        handles.append(Patch(fill=False, edgecolor=C_FAIL, linestyle="--", label="stopped as unhealthy (scale.on_unhealthy=stop)"))
+    if any(flagged_top1(r, meta.get("metric", "last")) for r in rows):
+        handles.append(_flagged_handle())
     if has_paper:
         handles.append(Line2D([], [], color=C_PAPER, marker="D", linestyle="none", markersize=7, label="paper top-1"))
         if meta.get("swin"):
             handles.append(Line2D([], [], color="#777777", ls="--", lw=1,
                                   label=f"paper: {meta['swin']['name']} ({meta['swin']['top1']:.1f})"))
-    handles.append(Line2D([], [], color="none", label="beside bars: GFLOPs at 224 px, full width (fvcore)"))
+    handles.append(Line2D([], [], color="none", label="beside bars: GFLOPs at 224 px, full width (fvcore); the runs' init"))
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=9.5, frameon=False,
                bbox_to_anchor=(0.5, 0.0), handlelength=1.8, columnspacing=1.6)
 
@@ -432,6 +460,11 @@ def plot_learning_curves(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_d
             ax.plot(es, mean, marker=marker, markersize=4.5 if marker else 0, **style)
             if max(k) > 1:
                 ax.fill_between(es, lo, hi, color=colours[i], alpha=0.13, lw=0, zorder=2)
+            for run in fin:  # a flagged run's own curve: thin, dotted, hollow red markers
+                if (run.get("health") or {}).get("verdict", "ok") != "ok" and run["curves"][key]:
+                    xs, ys = zip(*run["curves"][key])
+                    ax.plot(xs, ys, color=colours[i], lw=1.0, ls=":", zorder=4)
+                    ax.plot(xs, ys, **{**FLAGGED, "markersize": 5.5})
         if any_line:
             drawn.append((i, r))
     chance = 100.0 / meta["num_classes"] if meta.get("num_classes") else None
@@ -452,6 +485,8 @@ def plot_learning_curves(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_d
                     transform=ax.transAxes, fontsize=11, color="#777777")
     handles = [Line2D([], [], color=colours[i], lw=2, ls="--" if r["branch"] else "-",
                       label=f"{_tag(r)}  {r['label']}" + (" (branch)" if r["branch"] else "")) for i, r in drawn]
+    if any(r.get("n_unhealthy") for _, r in drawn):
+        handles.append(_flagged_handle())
     if handles:
         fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.805, 0.86), fontsize=9.5, frameon=False,
                    title="step (roadmap order)", title_fontsize=10, alignment="left", handlelength=2.2)
@@ -542,6 +577,8 @@ def plot_cost_accuracy(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir
         for i, r in pts:
             if ek and r.get(ek) is not None:
                 ax.errorbar(r[xk], r[yk], yerr=r[ek], fmt="none", ecolor="#555555", elinewidth=1.0, capsize=3, zorder=3)
+            for v in flagged_top1(r, meta.get("metric", "last")) if ek else []:
+                ax.plot([r[xk]], [v], **FLAGGED)
             ax.plot([r[xk]], [r[yk]], marker="o" if ek else "D", markersize=9 if ek else 8, linestyle="none", zorder=4,
                     markerfacecolor="white" if r["branch"] else colours[i], markeredgecolor=colours[i],
                     markeredgewidth=1.8)
@@ -565,6 +602,8 @@ def plot_cost_accuracy(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir
                       markerfacecolor="white" if r["branch"] else colours[rows.index(r)],
                       markeredgecolor=colours[rows.index(r)],
                       label=f"{_tag(r)}  {r['label']}" + (" (branch)" if r["branch"] else "")) for r in key]
+    if any(flagged_top1(r, meta.get("metric", "last")) for r in rows):
+        handles.append(_flagged_handle())
     if handles:
         fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.755 if has_paper else 0.65, 0.86),
                    fontsize=9.5, frameon=False, title="step (roadmap order)", title_fontsize=10, alignment="left")

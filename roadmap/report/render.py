@@ -20,6 +20,9 @@ FIELDS = [
     "state", "status", "n_finished", "n_failed", "n_running", "n_missing",
     "top1_delta_paired", "top1_delta_paired_se", "n_pairs", "metric", "top1_last_mean", "top1_best_mean",
     "best_epoch_mean", "top1_pi_low", "top1_pi_high",
+    # the health rule (docs/health.md): flagged runs, and the second set of numbers without them
+    "init", "n_unhealthy", "n_stopped", "unhealthy", "top1_mean_healthy", "top1_std_healthy", "n_healthy",
+    "top1_delta_paired_healthy", "top1_delta_paired_se_healthy",
 ]
 # figures written next to trajectory.md: file stem -> what it shows
 FIGURES = {
@@ -99,8 +102,20 @@ def _md_rows(rows: List[Dict[str, Any]], ablation_mode: bool) -> List[Dict[str, 
             "params224": "—" if r["params_224"] is None else f"{r['params_224'] / 1e6:.2f}M",
             "ips": "—" if r["train_img_s"] is None else f"{r['train_img_s']:.0f}",
             "wall": fmt_seconds(r["wall_s_mean"]), "status": r["status"].replace("|", "\\|"),
+            "init": r.get("init") or "—", "health": _health_cell(r),
         })
     return out
+
+
+def _health_cell(r: Dict[str, Any]) -> str:
+    """The per-step table's health column: ok, or the flagged runs and the mean without them."""
+    if not r.get("unhealthy"):
+        return "ok"
+    text = "⚠ " + r["unhealthy"]
+    if r.get("n_unhealthy"):
+        m = r.get("top1_mean_healthy")
+        text += f"; without: {m:.2f} ({r['n_healthy']})" if m is not None else "; without: —"
+    return text.replace("|", "\\|")
 
 
 def title(meta: Dict[str, Any]) -> str:
@@ -196,7 +211,9 @@ def _header_lines(summary: Dict[str, Any], meta: Dict[str, Any], command: str) -
         f"- **Device(s):** {devices}",
         f"- **Total wall time:** {wall}",
         f"- **Runs:** {counts['finished']} finished, {counts['failed']} failed, {counts['running']} running or "
-        f"interrupted, {counts['missing']} missing",
+        f"interrupted, {counts['missing']} missing" + (f", {counts['stopped']} stopped as unhealthy (not averaged)"
+                                                        if counts.get("stopped") else ""),
+        f"- **Health:** {health_line(summary)}",
         f"- **Sweep:** {', '.join(f'`{d}`' for d in meta['sweep_dirs'])}"
         + (f" (experiment `{meta['experiment']}`)" if meta["experiment"] else ""),
         f"- **Date:** report generated {meta['generated']}"
@@ -221,9 +238,39 @@ def _step_table(rows: List[Dict[str, Any]], meta: Dict[str, Any]) -> List[str]:
                   "params224", "ips", "wall", "status"]
         headers = ["#", "step", f"top-1 ({metric}) mean ± std (n)", "new seed, 95 %", "Δ", "paper top-1", "paper Δ", "GFLOPs@224",
                    "paper GFLOPs", f"GFLOPs@{img}", "params", "params@224", "train img/s", "wall/run", "status"]
+    fields, headers = fields + ["init", "health"], headers + ["init", "health (docs/health.md)"]
     lines.append(markdown_table(_md_rows(rows, meta["ablation_mode"]), fields, headers,
-                                align="l" * 2 + "r" * (len(fields) - 3) + "l"))
+                                align="l" * 2 + "r" * (len(fields) - 5) + "lll"))
     return lines
+
+
+def health_line(summary: Dict[str, Any]) -> str:
+    """The header's count of the runs the health rule flags."""
+    h = summary.get("health") or {}
+    counts, n = summary["runs"], h.get("flagged", 0)
+    if not n:
+        return f"no run flagged by the health rule (docs/health.md) among {counts['finished']} finished"
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted((h.get("by_verdict") or {}).items()))
+    return (f"**{n} run{'s' if n != 1 else ''} flagged** by the health rule (docs/health.md): {kinds}; "
+            f"{counts.get('unhealthy', 0)} of the {counts['finished']} finished runs. The primary numbers include "
+            f"every finished run, as pre-registered; the same scores without the flagged runs follow them (Summary), "
+            f"the runs are listed under Health")
+
+
+def health_section(summary: Dict[str, Any]) -> List[str]:
+    """Every flagged run: step, seed, status, verdict, epoch, top-1 and the rule's reason."""
+    runs = (summary.get("health") or {}).get("runs") or []
+    if not runs:
+        return []
+    rows = [{"step": f"`{r['step']}`" + (f" [{r['variant']}]" if r["variant"] else ""), "seed": r["seed"],
+             "status": r["status"], "verdict": f"**{r['verdict']}**", "epoch": r["epoch"] if r["epoch"] else "—",
+             "top1": _f(r.get("top1")), "reason": str(r["reason"]).replace("|", "\\|"),
+             "dir": f"`{r['run_dir']}`"} for r in runs]
+    return ["## Health", "",
+            "Runs the health rule flags (roadmap/health.py; thresholds and calibration in docs/health.md). A finished "
+            "flagged run counts in the primary numbers; a run stopped by `scale.on_unhealthy=stop` is not averaged.", "",
+            markdown_table(rows, ["step", "seed", "status", "verdict", "epoch", "top1", "reason", "dir"],
+                           ["step", "seed", "status", "verdict", "epoch", "top-1", "reason", "run"], align="lrllrrll"), ""]
 
 
 def _notes(meta: Dict[str, Any]) -> List[str]:
@@ -244,6 +291,10 @@ def _notes(meta: Dict[str, Any]) -> List[str]:
         f"(one multiply-add = one FLOP, as the paper); GFLOPs@{img}: the model as trained. params: as trained; "
         "params@224: at the paper's scale.",
         "- train img/s: median over epochs, mean over seeds; wall/run: mean wall time of one run (all attempts).",
+        "- init: the weight init the step's runs used, `init=auto` resolved (resnet for BatchNorm models, convnext "
+        "for LayerNorm ones; runs recorded before `model.init` existed are `auto`).",
+        "- health: the runs the health rule flags (docs/health.md), and the step's mean top-1 (n) without them; "
+        "the figures draw each flagged run's own top-1 as a hollow red circle.",
         "- Full precision: `trajectory.csv`; scores: `summary.json`.",
     ]
 
@@ -253,8 +304,15 @@ def render_markdown(rows: List[Dict[str, Any]], summary: Dict[str, Any], meta: D
     """trajectory.md: header, summary, big steps, the step table, ride-alongs, figures, notes."""
     lines = _header_lines(summary, meta, command)
     lines += ["", "## Summary", ""] + summary_lines(summary) + [""]
+    if summary.get("without_unhealthy"):
+        n = (summary.get("health") or {}).get("runs") or []
+        names = ", ".join(f"`{r['step']}` seed {r['seed']}" for r in n if r["status"] == "finished")
+        lines += [f"### Without the runs the health rule flags (secondary: {names} left out)", "",
+                  "Not pre-registered: the same scores over the finished runs the rule calls ok. The numbers above "
+                  "are the study's.", ""] + summary_lines(summary["without_unhealthy"]) + [""]
     lines += big_step_table(summary)
     lines += _step_table(rows, meta)
+    lines += [""] + health_section(summary)
     if not meta["ablation_mode"]:
         lines += [""] + ridealong.report_lines(path_configs(rows))
     for stem in figures if figures is not None else list(FIGURES):

@@ -157,7 +157,8 @@ def summarize(rows: List[Dict[str, Any]], regime: Optional[str] = None, metric: 
     regime = regime or _regime_of(rows)
     metric = metric or next((r["metric"] for r in rows if r.get("metric")), "last")
     counts = {"finished": sum(r["n_finished"] for r in rows), "failed": sum(r["n_failed"] for r in rows),
-              "running": sum(r["n_running"] for r in rows), "missing": sum(r["n_missing"] for r in rows)}
+              "running": sum(r["n_running"] for r in rows), "missing": sum(r["n_missing"] for r in rows),
+              "stopped": sum(r.get("n_stopped", 0) for r in rows), "unhealthy": sum(r.get("n_unhealthy", 0) for r in rows)}
     out: Dict[str, Any] = {"runs": counts, "steps": len(rows), "metric": metric, "metric_note": METRIC_NOTES[metric],
                            "std": STD_NOTE, "uncertainty_formula": SE_FORMULA, "paired_formula": PAIRED_FORMULA}
     ablation_mode = any(r["ablation"] != "none" for r in rows)

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from ..files import read_json, write_json
 from ..steps import step_info
-from ..tracking import history_values, run_config, run_identity, start_run, summary_values
+from ..tracking import health_tags, history_values, run_config, run_identity, start_run, summary_values
 from .collect import _history, collect_runs, display_path
 from .results import KEPT_FILES, RUNS_DIR, is_study
 
@@ -110,7 +110,7 @@ def import_run(run: Dict[str, Any], study: str, wandb_dir: PathLike, mode: str =
     config = run["config"]
     cfg = OmegaConf.create(config)
     ident = {**run_identity(cfg), "group": study}
-    ident["tags"] = [*ident["tags"], TAG]
+    ident["tags"] = [*ident["tags"], TAG, *health_tags(run.get("health"))]  # the verdict: collect.read_run
     wrun = start_run(ident, run_config(config), kept_id(run["run_dir"]), mode, wandb_dir, **SETTINGS)
     try:
         for step, row in history_rows(run["run_dir"], config["step"]):
