@@ -183,6 +183,11 @@ def test_unreadable_permissions_are_refused(tmp_path, permissions_bind):
     f.chmod(0)
     with pytest.raises(Refused, match=r"Permission denied \(EACCES\)"):
         read_rgb(str(f))
+    cls = _tiny_folder(tmp_path / "train") / "b"
+    cls.chmod(0)  # a class folder that cannot be listed: the class is left empty
+    with pytest.raises(DataError) as e:
+        scan_folder(tmp_path / "train")
+    assert str(e.value) == f"folder {cls} cannot be listed: Permission denied (EACCES)"
 
 
 # ------------------------------------------------------------------ whole runs
