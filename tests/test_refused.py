@@ -25,6 +25,7 @@ from roadmap.steps import compose_config
 from roadmap.train import run
 
 CLASSES = ["n01440764", "n02979186"]  # tench, cassette player
+LISTED = 24  # train files of the run's dataset: 3 batches of 8
 ODD = ["cmyk.jpg", "palette.png", "la.png", "gray16.png", os.fsdecode(b"caf\xe9.JPEG")]  # read, not refused
 
 
@@ -135,10 +136,10 @@ def make_odd(d: Path, jpeg: bytes) -> None:
 @pytest.fixture
 def dataset(imagenette, tmp_path, permissions_bind):
     """<tmp>/data/{train,val}/<2 classes> of real JPEGs; train/<class 0>/ also holds a file refused in every
-    way made here, train/<class 1>/ the odd modes, val/<class 1>/ two refused files. 48 train files listed
-    (a multiple of the batch: one epoch reads them all), 14 val."""
+    way made here, train/<class 1>/ the odd modes, val/<class 1>/ two refused files. 24 train files listed
+    (a multiple of the batch: one epoch reads them all), 6 val."""
     root = tmp_path / "data"
-    for split, n in (("train", 12), ("val", 6)):
+    for split, n in (("train", 1), ("val", 2)):
         for c in CLASSES:
             (root / split / c).mkdir(parents=True)
             for f in sorted((imagenette / split / c).iterdir())[:n]:
@@ -151,9 +152,9 @@ def dataset(imagenette, tmp_path, permissions_bind):
     (val / "truncated.JPEG").write_bytes(jpeg[:300])  # cut inside its header: another message than train's
     refused["val"] = {str(val / "garbage.JPEG"): "not an image PIL can identify",
                       str(val / "truncated.JPEG"): "Truncated File Read"}
-    for k in range(len(scan_folder(root / "train")[1]), 48):  # pad to 48 with real images
-        shutil.copy(sorted((imagenette / "train" / CLASSES[1]).iterdir())[20 + k], root / "train" / CLASSES[1])
-    assert len(scan_folder(root / "train")[1]) == 48, "too many kinds for 48 files: raise the pad"
+    for k in range(len(scan_folder(root / "train")[1]), LISTED):  # pad with real images
+        shutil.copy(sorted((imagenette / "train" / CLASSES[1]).iterdir())[1 + k], root / "train" / CLASSES[1])
+    assert len(scan_folder(root / "train")[1]) == LISTED, "more kinds than files: raise LISTED"
     return root, refused
 
 
@@ -182,6 +183,11 @@ def test_unreadable_permissions_are_refused(tmp_path, permissions_bind):
     f.chmod(0)
     with pytest.raises(Refused, match=r"Permission denied \(EACCES\)"):
         read_rgb(str(f))
+    cls = _tiny_folder(tmp_path / "train") / "b"
+    cls.chmod(0)  # a class folder that cannot be listed: the class is left empty
+    with pytest.raises(DataError) as e:
+        scan_folder(tmp_path / "train")
+    assert str(e.value) == f"folder {cls} cannot be listed: Permission denied (EACCES)"
 
 
 # ------------------------------------------------------------------ whole runs
@@ -193,7 +199,8 @@ def test_a_dataset_with_files_refused_in_every_way_trains_names_each_and_counts_
     caplog.set_level(logging.INFO)
     cfg = compose_config(["scale=smoke", "logger=none", "scale.workers=0", "data=imagefolder", f"data.root={root}",
                           f"data.cache={cache}", f"data.cache_dir={tmp_path / 'cache'}", "scale.max_train_samples=null",
-                          "scale.max_val_samples=null", "scale.batch_size=8", "scale.epochs=1", "step=patchify_stem"])
+                          "scale.max_val_samples=null", "scale.batch_size=8", "scale.epochs=1", "scale.img_size=32",
+                          "step=patchify_stem"])
     run_dir = tmp_path / f"run-{cache}"
     with warnings.catch_warnings(record=True) as caught:  # under the filters a run has
         metrics = run(cfg, run_dir)
@@ -202,7 +209,7 @@ def test_a_dataset_with_files_refused_in_every_way_trains_names_each_and_counts_
     assert not ours, ours  # named through the log, never a Python warning
     counts = {split: len(files) for split, files in refused.items()}
     assert metrics["skipped_by_split"] == counts and metrics["skipped_files"] == sum(counts.values())
-    assert metrics["train_images"] == (48 - counts["train"] if cache == "true" else 48)
+    assert metrics["train_images"] == (LISTED - counts["train"] if cache == "true" else LISTED)
     listed = read_refused(run_dir / REFUSED_LIST)  # every file, with its reason, each once
     for split, files in refused.items():
         assert set(listed[split]) == {printable(p) for p in files}
@@ -213,11 +220,11 @@ def test_a_dataset_with_files_refused_in_every_way_trains_names_each_and_counts_
         name = printable(path if cache == "false" else os.path.relpath(path, Path(path).parent.parent))
         assert len([line for line in log_lines if name in line]) == 1, name  # named in one line
     if cache == "true":
-        kept = 48 - counts["train"]
+        kept = LISTED - counts["train"]
         summary = next(line for line in log_lines if f"train data: {kept} images of 2 classes from the prepared" in line)
         assert f"{counts['train']} refused and skipped, listed in {run_dir / REFUSED_LIST}" in summary
     else:
-        assert any("train data: 48 images of 2 classes from" in line and "decoded as they are read" in line
+        assert any(f"train data: {LISTED} images of 2 classes from" in line and "decoded as they are read" in line
                    and str(run_dir / REFUSED_LIST) in line for line in log_lines)
     assert json.loads((run_dir / "metrics.json").read_text())["skipped_by_split"] == counts
 
