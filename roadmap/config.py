@@ -162,7 +162,7 @@ class DataConfig:
 class HealthConfig:
     """The health rule's thresholds (roadmap/health.py; stated and justified in docs/health.md). The
     chance loss is ln K: the loss of a constant uniform prediction on any targets that sum to one, so
-    also on Mixup/CutMix-mixed, label-smoothed ones (measured: `python -m roadmap.health chance`)."""
+    also on Mixup/CutMix-mixed, label-smoothed ones (measured: `python -m roadmap.chance`)."""
     loss_margin: float = ranged(0.025, 0)       # nats: "at chance" = the epoch's train loss >= ln K - loss_margin
     stall_epochs: int = ranged(3, 1)            # stalled: at chance after warm-up for N = max(stall_epochs,
     stall_fraction: float = ranged(0.25, 0, 1)  #   ceil(stall_fraction x epochs)) epochs in a row

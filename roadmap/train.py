@@ -377,15 +377,9 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
             x, y = mixup(x, y)
         sync = (i + 1) % accum == 0
         ctx = model.no_sync() if (env.world > 1 and not sync and hasattr(model, "no_sync")) else nullcontext()
-        with ctx, _autocast(env):
-            loss = criterion(model(x), y)
-            if poison:
-                loss = loss * float("nan")
-        if not torch.isfinite(loss):
-            err = NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
-            err.epoch = epoch + 1
-            raise err
-        (loss / accum).backward()
+        with ctx:
+            loss = _finite_loss(model, criterion, x, y, env, poison, epoch, i)
+            (loss / accum).backward()
         loss_sum += loss.detach() * x.shape[0]
         n_seen += x.shape[0]
         if sync:
@@ -411,6 +405,21 @@ def train_one_epoch(model: nn.Module, loader: Any, optimizer: torch.optim.Optimi
     if env.device.type == "cuda":
         torch.cuda.synchronize()
     return _epoch_row(loss_sum, n_seen, time.perf_counter() - t0, env, optimizer), num_updates
+
+
+def _finite_loss(model: nn.Module, criterion: nn.Module, x: torch.Tensor, y: torch.Tensor, env: Env,
+                 poison: bool, epoch: int, i: int) -> torch.Tensor:
+    """The batch's training loss under the run's autocast; NonFiniteLoss (naming epoch and step) if it is
+    not finite. `poison`: fault injection, the loss made NaN."""
+    with _autocast(env):
+        loss = criterion(model(x), y)
+        if poison:
+            loss = loss * float("nan")
+    if not torch.isfinite(loss):
+        err = NonFiniteLoss(f"loss is {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+        err.epoch = epoch + 1
+        raise err
+    return loss
 
 
 def _epoch_row(loss_sum: torch.Tensor, n_seen: int, seconds: float, env: Env,

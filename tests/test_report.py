@@ -185,7 +185,7 @@ def test_report_numbers_match_the_runs(sweep: Path, tmp_path: Path) -> None:
     assert d2 == 2
     assert sp["rho"] == pytest.approx(1 - 6 * d2 / (7 * (7 ** 2 - 1)))  # = 27/28
     assert sp["rho"] == pytest.approx(27 / 28)
-    assert s["runs"] == {"finished": 24, "failed": 3, "running": 1, "missing": 0}
+    assert s["runs"] == {"finished": 24, "failed": 3, "running": 1, "missing": 0, "stopped": 0, "unhealthy": 0}
 
 
 def test_markdown_header_and_summary(sweep: Path, tmp_path: Path) -> None:

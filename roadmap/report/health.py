@@ -1,7 +1,7 @@
 """python -m roadmap.report.health: the health verdict of every run under some folders (docs/health.md).
 
     python -m roadmap.report.health results/                     # every run of every committed study
-    python -m roadmap.report.health results/imagenette-proxy64_e20 --flagged
+    python -m roadmap.report.health results/<study> --flagged      # only the flagged runs
     python -m roadmap.report.health results/ --labels docs/health-labels.csv   # + the confusion table
 
 A run's verdict is the one it recorded (metrics.json / failed.json `health`), else the rule of

@@ -434,6 +434,15 @@ def _mean_band(series: List[List[Tuple[int, float]]]) -> Tuple[List[int], List[f
             [max(by_epoch[e]) for e in es], [len(by_epoch[e]) for e in es])
 
 
+def _draw_flagged_curves(ax: Any, runs: List[Dict[str, Any]], key: str, colour: Any) -> None:
+    """Each flagged run's own curve over its step's mean: thin, dotted, hollow red markers."""
+    for run in runs:
+        if (run.get("health") or {}).get("verdict", "ok") != "ok" and run["curves"][key]:
+            xs, ys = zip(*run["curves"][key])
+            ax.plot(xs, ys, color=colour, lw=1.0, ls=":", zorder=4)
+            ax.plot(xs, ys, **{**FLAGGED, "markersize": 5.5})
+
+
 def plot_learning_curves(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_dir: PathLike) -> Tuple[Path, Path]:
     """learning_curves.png/.svg: validation top-1 (evaluated epochs) and training loss per epoch,
     one line per step (mean over its finished seeds, band min–max), coloured in roadmap order."""
@@ -460,11 +469,7 @@ def plot_learning_curves(rows: List[Dict[str, Any]], meta: Dict[str, Any], out_d
             ax.plot(es, mean, marker=marker, markersize=4.5 if marker else 0, **style)
             if max(k) > 1:
                 ax.fill_between(es, lo, hi, color=colours[i], alpha=0.13, lw=0, zorder=2)
-            for run in fin:  # a flagged run's own curve: thin, dotted, hollow red markers
-                if (run.get("health") or {}).get("verdict", "ok") != "ok" and run["curves"][key]:
-                    xs, ys = zip(*run["curves"][key])
-                    ax.plot(xs, ys, color=colours[i], lw=1.0, ls=":", zorder=4)
-                    ax.plot(xs, ys, **{**FLAGGED, "markersize": 5.5})
+            _draw_flagged_curves(ax, fin, key, colours[i])
         if any_line:
             drawn.append((i, r))
     chance = 100.0 / meta["num_classes"] if meta.get("num_classes") else None
