@@ -145,10 +145,13 @@ def test_a_healthy_smoke_run_is_ok(imagenette, tmp_path):
 def test_the_report_of_a_committed_study_marks_its_flagged_run(tmp_path, capsys):
     study = tmp_path / "results" / E20.name
     shutil.copytree(E20 / "runs", study / "runs")
+    grouped = tmp_path / "results" / "peer-check" / "timm-registry"  # a folder of studies inside results/
+    shutil.copytree(E20 / "runs" / "layer_norm", grouped / "runs" / "layer_norm")
     # the folder of studies: the flagged runs of every study, and no report written
     assert report_main([str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
     assert f"{E20.name}: 12 runs, 1 flagged:" in out and "separate_downsampling/seed0: stalled at epoch 7" in out
+    assert "peer-check/timm-registry: 2 runs, 0 flagged" in out and "a folder of 2 results studies" in out
     assert not (study / "trajectory.md").exists()
     write_report(study, wandb_mode="disabled")
     rows = {r["step"]: r for r in read_csv(study / "trajectory.csv")}

@@ -27,8 +27,12 @@ PathLike = Union[str, Path]
 
 
 def studies_under(root: PathLike) -> List[Path]:
-    """The results studies in a folder of studies (results/), in name order."""
-    return sorted(p for p in Path(root).iterdir() if p.is_dir() and is_study(p))
+    """The results studies in a folder of studies (results/), in name order; a folder in it that is not a
+    study but holds studies (results/peer-check/timm-registry, ...) counts with its studies."""
+    out = []
+    for p in sorted(q for q in Path(root).iterdir() if q.is_dir()):
+        out += [p] if is_study(p) else sorted(q for q in p.iterdir() if q.is_dir() and is_study(q))
+    return out
 
 
 def is_results_root(folder: PathLike) -> bool:
@@ -62,7 +66,7 @@ def flagged_lines(root: PathLike) -> List[str]:
     for study in studies_under(root):
         runs = verdicts([study])
         bad = [r for r in runs if r["verdict"] != "ok"]
-        lines.append(f"{study.name}: {len(runs)} runs, {len(bad)} flagged" + (":" if bad else ""))
+        lines.append(f"{study.relative_to(root)}: {len(runs)} runs, {len(bad)} flagged" + (":" if bad else ""))
         lines += [f"  {r['run']}: {r['verdict']} at epoch {r['epoch']} ({r['status']}, top-1 "
                   f"{'—' if r['top1'] is None else format(r['top1'], '.2f')}): {r['reason']}" for r in bad]
     return lines
