@@ -294,6 +294,15 @@ def test_page_block_figures_wandb_and_a_command_line_contrast(toy: Path, tmp_pat
 # =============================================================================================
 # The committed specs
 # =============================================================================================
+def _without_presence(compare_json: Dict[str, Any]) -> Dict[str, Any]:
+    """compare.json without its sources' `present` flags (whether the folder exists now)."""
+    out = json.loads(json.dumps(compare_json))
+    for study in out["studies"].values():
+        for source in study.get("sources", []):
+            source.pop("present", None)
+    return out
+
+
 def test_the_budget_spec_rebuilds_the_committed_numbers() -> None:
     """docs/studies/proxy64-budgets.yaml on the committed runs gives exactly the committed compare.json
     (every Δ, SE, D, verdict and the cost) and verdicts.md."""
@@ -303,12 +312,15 @@ def test_the_budget_spec_rebuilds_the_committed_numbers() -> None:
         spec = load_spec(BUDGET_SPEC.relative_to(REPO))
         result = json.loads(json.dumps(cli.compare(spec, Path("results")), default=str))
         committed = json.loads((REPO / "results" / "proxy64-budgets" / "compare.json").read_text())
-        assert result == committed
+        # whether a source's folder exists depends on later studies (issue 31 ran the budget study's cut
+        # presets into the same folders); its window (`before`) keeps their runs out, which `runs` shows
+        assert _without_presence(result) == _without_presence(committed)
         verdicts = markdown(result, spec, Path("results/proxy64-budgets"),
                             "python -m roadmap.report.compare docs/studies/proxy64-budgets.yaml")
     finally:
         os.chdir(cwd)
-    assert verdicts == (REPO / "results" / "proxy64-budgets" / "verdicts.md").read_text()
+    committed_md = (REPO / "results" / "proxy64-budgets" / "verdicts.md").read_text()
+    assert verdicts.replace(" (absent)", "") == committed_md.replace(" (absent)", "")
     h = result["hypotheses"]  # the page's final verdicts, as numbers
     assert (round(h["H2"]["D"], 2), round(h["H2"]["se"], 2)) == (-5.19, 1.94)
     assert (round(h["H4a (5 ep)"]["D"], 2), round(h["H4a (5 ep)"]["se"], 2)) == (13.01, 0.37)
